@@ -1,0 +1,84 @@
+"""Element-wise activations. Each backward multiplies dout by the local derivative."""
+from typing import NamedTuple
+
+from minicnn.backend import get_array_module
+from minicnn.functional._checks import as_float_array, shape_is
+
+
+class ReluCache(NamedTuple):
+    mask: object            # x > 0
+
+
+class LeakyReluCache(NamedTuple):
+    slope: object           # 1 where x > 0, negative_slope elsewhere (x's dtype)
+
+
+class SigmoidCache(NamedTuple):
+    out: object             # sigma(x)
+
+
+class TanhCache(NamedTuple):
+    out: object             # tanh(x)
+
+
+def _check_dout(op, dout, like):
+    dout = as_float_array(dout, "dout", op)
+    shape_is(dout, like.shape, "dout", op)
+    return dout
+
+
+def relu_forward(x):
+    """out = max(x, 0)."""
+    xp = get_array_module(x)
+    x = as_float_array(x, "x", "relu")
+    return xp.maximum(x, 0), ReluCache(mask=x > 0)
+
+
+def relu_backward(dout, cache):
+    """dL/dx = dout * [x > 0]   (the subgradient at 0 is taken as 0, like PyTorch)."""
+    dout = _check_dout("relu_backward", dout, cache.mask)
+    return dout * cache.mask
+
+
+def leaky_relu_forward(x, negative_slope=0.01):
+    """out = x if x > 0 else negative_slope * x."""
+    xp = get_array_module(x)
+    x = as_float_array(x, "x", "leaky_relu")
+    slope = xp.where(x > 0, x.dtype.type(1), x.dtype.type(negative_slope))
+    return x * slope, LeakyReluCache(slope)
+
+
+def leaky_relu_backward(dout, cache):
+    """dL/dx = dout * (1 if x > 0 else negative_slope)."""
+    dout = _check_dout("leaky_relu_backward", dout, cache.slope)
+    return dout * cache.slope
+
+
+def sigmoid_forward(x):
+    """out = 1 / (1 + exp(-x)), computed from exp(-|x|) so no exp overflows."""
+    xp = get_array_module(x)
+    x = as_float_array(x, "x", "sigmoid")
+    e = xp.exp(-xp.abs(x))
+    out = xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return out, SigmoidCache(out)
+
+
+def sigmoid_backward(dout, cache):
+    """dL/dx = dout * s * (1 - s),  s = sigma(x)."""
+    dout = _check_dout("sigmoid_backward", dout, cache.out)
+    s = cache.out
+    return dout * s * (1 - s)
+
+
+def tanh_forward(x):
+    """out = tanh(x)."""
+    xp = get_array_module(x)
+    x = as_float_array(x, "x", "tanh")
+    out = xp.tanh(x)
+    return out, TanhCache(out)
+
+
+def tanh_backward(dout, cache):
+    """dL/dx = dout * (1 - tanh(x)^2)."""
+    dout = _check_dout("tanh_backward", dout, cache.out)
+    return dout * (1 - cache.out * cache.out)

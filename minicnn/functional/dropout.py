@@ -1,0 +1,39 @@
+"""Inverted dropout: p is the probability to DROP; survivors are scaled by 1/(1-p) at training
+time, so evaluation is the identity."""
+from typing import NamedTuple
+
+from minicnn.backend import get_array_module
+from minicnn.functional._checks import as_float_array, shape_is
+
+
+class DropoutCache(NamedTuple):
+    mask: object            # 0 for dropped units, 1/(1-p) for kept ones; None in eval / p == 0
+
+
+def dropout_forward(x, p, training=True, rng=None):
+    """out = x * mask,  mask = [u >= p] / (1 - p),  u ~ U[0, 1) from ``rng`` (a numpy Generator).
+
+    In eval mode (or with p == 0) out = x. p == 1 drops everything.
+    """
+    x = as_float_array(x, "x", "dropout")
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x, DropoutCache(None)
+    if rng is None or not hasattr(rng, "random"):
+        raise ValueError("dropout: training with p > 0 needs rng, a seeded numpy.random.Generator "
+                         "(e.g. rng=np.random.default_rng(0))")
+    xp = get_array_module(x)
+    keep = rng.random(x.shape) >= p
+    scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
+    mask = xp.asarray(keep * x.dtype.type(scale), dtype=x.dtype)
+    return x * mask, DropoutCache(mask)
+
+
+def dropout_backward(dout, cache):
+    """dL/dx = dout * mask."""
+    if cache.mask is None:
+        return dout
+    dout = as_float_array(dout, "dout", "dropout_backward")
+    shape_is(dout, cache.mask.shape, "dout", "dropout_backward")
+    return dout * cache.mask

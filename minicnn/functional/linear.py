@@ -1,0 +1,54 @@
+"""Fully connected layer and flatten."""
+from typing import NamedTuple, Tuple
+
+from minicnn.functional._checks import as_float_array, same_dtype, shape_is
+
+
+class LinearCache(NamedTuple):
+    x: object               # (N, D) input
+    w: object               # (M, D)
+
+
+class FlattenCache(NamedTuple):
+    x_shape: Tuple[int, ...]
+
+
+def linear_forward(x, w, b):
+    """out = x @ w.T + b.   x (N, D), w (M, D), b (M,) or None -> out (N, M)."""
+    op = "linear"
+    x = as_float_array(x, "x", op, ndim=2)
+    w = as_float_array(w, "w", op, ndim=2)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"{op}: x has {x.shape[1]} features but w expects {w.shape[1]} "
+                         f"(x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)})")
+    if b is not None:
+        b = as_float_array(b, "b", op)
+        shape_is(b, (w.shape[0],), "b", op, f" (one bias per output; w.shape={tuple(w.shape)})")
+    same_dtype(op, x=x, w=w, b=b)
+    out = x @ w.T
+    if b is not None:
+        out += b
+    return out, LinearCache(x, w)
+
+
+def linear_backward(dout, cache):
+    """dL/dx = dout @ w,   dL/dw = dout.T @ x,   dL/db = sum_n dout[n]."""
+    x, w = cache
+    dout = as_float_array(dout, "dout", "linear_backward", ndim=2)
+    shape_is(dout, (x.shape[0], w.shape[0]), "dout", "linear_backward")
+    dx = dout @ w
+    dw = dout.T @ x
+    db = dout.sum(axis=0)
+    return dx, dw, db
+
+
+def flatten_forward(x):
+    """(N, d1, d2, ...) -> (N, d1*d2*...), a view when x is contiguous."""
+    if not hasattr(x, "ndim") or x.ndim < 1:
+        raise ValueError(f"flatten: x must have a batch axis, got {getattr(x, 'shape', type(x))}")
+    return x.reshape(x.shape[0], -1), FlattenCache(tuple(x.shape))
+
+
+def flatten_backward(dout, cache):
+    """dL/dx is dout reshaped back to the input shape."""
+    return dout.reshape(cache.x_shape)

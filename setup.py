@@ -1,0 +1,93 @@
+"""Build script: the Cython/C kernels are optional.
+
+The C extension ``minicnn.kernels._cpu`` is compiled from ``minicnn/kernels/_cpu.pyx`` and the
+plain C99 sources in ``csrc/``.  OpenMP is used where the compiler supports it; without OpenMP
+the kernels are built serial (with a warning), and without a compiler or Cython the package
+installs anyway and runs on the NumPy kernels.
+
+Environment variables:
+    MINICNN_NATIVE=1     add -march=native (local builds only; wheels stay portable)
+    MINICNN_NO_EXT=1     skip the extension entirely (pure NumPy install)
+    MINICNN_ASAN=1       build with AddressSanitizer (see docs/asan.md)
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+
+def _compiler_accepts(compiler, flags, link_flags=()):
+    """True if ``compiler`` compiles and links a tiny OpenMP program with ``flags``."""
+    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+    tmp = tempfile.mkdtemp()
+    try:
+        path = os.path.join(tmp, "t.c")
+        with open(path, "w") as f:
+            f.write(src)
+        exe = os.path.join(tmp, "t")
+        cmd = [compiler, path, "-o", exe, *flags, *link_flags]
+        return subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExtOptional(build_ext):
+    """build_ext that adds OpenMP flags when they work, and never fails the install."""
+
+    def build_extensions(self):
+        cc = self.compiler.compiler_so[0] if hasattr(self.compiler, "compiler_so") else "cc"
+        if self.compiler.compiler_type == "msvc":
+            omp_compile, omp_link = ["/openmp"], []
+            base = ["/O2"]
+        else:
+            base = ["-O3", "-std=c99"]
+            omp_compile, omp_link = ["-fopenmp"], ["-fopenmp"]
+            if not _compiler_accepts(cc, omp_compile, omp_link):
+                warnings.warn("minicnn: the C compiler does not support OpenMP; "
+                              "building the kernels single-threaded")
+                omp_compile, omp_link = [], []
+            if os.environ.get("MINICNN_NATIVE") == "1":
+                base.append("-march=native")
+            if os.environ.get("MINICNN_ASAN") == "1":
+                base += ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]
+                omp_link = omp_link + ["-fsanitize=address"]
+        for ext in self.extensions:
+            ext.extra_compile_args = base + omp_compile
+            ext.extra_link_args = omp_link
+        try:
+            super().build_extensions()
+        except Exception as exc:  # no compiler, broken toolchain: fall back to NumPy kernels
+            warnings.warn(f"minicnn: C extension not built ({exc}); using the NumPy kernels")
+
+
+def extensions():
+    if os.environ.get("MINICNN_NO_EXT") == "1":
+        return []
+    pyx = os.path.join("minicnn", "kernels", "_cpu.pyx")
+    if not os.path.exists(pyx):
+        return []
+    try:
+        import numpy
+        from Cython.Build import cythonize
+        from setuptools import Extension
+    except ImportError as exc:
+        warnings.warn(f"minicnn: {exc}; installing without the C extension")
+        return []
+    csrc = sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".c"))
+    ext = Extension(
+        "minicnn.kernels._cpu",
+        sources=[pyx, *csrc],
+        include_dirs=["csrc", numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    return cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExtOptional})
