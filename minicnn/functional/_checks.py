@@ -33,7 +33,18 @@ def as_float_array(x, name, op, ndim=None):
     if ndim is not None and x.ndim not in np.atleast_1d(ndim):
         want = " or ".join(str(n) for n in np.atleast_1d(ndim))
         raise ValueError(f"{op}: {name} must be {want}-D, got {name}.shape={tuple(x.shape)}")
-    return xp.ascontiguousarray(x)
+    # (ascontiguousarray would also turn a 0-d array into shape (1,))
+    return x if x.flags.c_contiguous else xp.ascontiguousarray(x)
+
+
+def check_dout(dout, shape, dtype, op):
+    """dout is a float array with the forward output's shape and dtype (no silent upcast)."""
+    dout = as_float_array(dout, "dout", op)
+    shape_is(dout, shape, "dout", op)
+    if dout.dtype != dtype:
+        raise ValueError(f"{op}: dout has dtype {dout.dtype} but the forward ran in {dtype}; "
+                         f"cast dout explicitly (dout.shape={tuple(dout.shape)})")
+    return dout
 
 
 def same_dtype(op, **arrays):

@@ -2,11 +2,12 @@
 from typing import NamedTuple
 
 from minicnn.backend import get_array_module
-from minicnn.functional._checks import as_float_array, shape_is
+from minicnn.functional._checks import as_float_array, check_dout
 
 
 class ReluCache(NamedTuple):
     mask: object            # x > 0
+    dtype: object           # x.dtype
 
 
 class LeakyReluCache(NamedTuple):
@@ -21,22 +22,16 @@ class TanhCache(NamedTuple):
     out: object             # tanh(x)
 
 
-def _check_dout(op, dout, like):
-    dout = as_float_array(dout, "dout", op)
-    shape_is(dout, like.shape, "dout", op)
-    return dout
-
-
 def relu_forward(x):
     """out = max(x, 0)."""
     xp = get_array_module(x)
     x = as_float_array(x, "x", "relu")
-    return xp.maximum(x, 0), ReluCache(mask=x > 0)
+    return xp.maximum(x, 0), ReluCache(mask=x > 0, dtype=x.dtype)
 
 
 def relu_backward(dout, cache):
     """dL/dx = dout * [x > 0]   (the subgradient at 0 is taken as 0, like PyTorch)."""
-    dout = _check_dout("relu_backward", dout, cache.mask)
+    dout = check_dout(dout, cache.mask.shape, cache.dtype, "relu_backward")
     return dout * cache.mask
 
 
@@ -50,7 +45,7 @@ def leaky_relu_forward(x, negative_slope=0.01):
 
 def leaky_relu_backward(dout, cache):
     """dL/dx = dout * (1 if x > 0 else negative_slope)."""
-    dout = _check_dout("leaky_relu_backward", dout, cache.slope)
+    dout = check_dout(dout, cache.slope.shape, cache.slope.dtype, "leaky_relu_backward")
     return dout * cache.slope
 
 
@@ -65,7 +60,7 @@ def sigmoid_forward(x):
 
 def sigmoid_backward(dout, cache):
     """dL/dx = dout * s * (1 - s),  s = sigma(x)."""
-    dout = _check_dout("sigmoid_backward", dout, cache.out)
+    dout = check_dout(dout, cache.out.shape, cache.out.dtype, "sigmoid_backward")
     s = cache.out
     return dout * s * (1 - s)
 
@@ -80,5 +75,5 @@ def tanh_forward(x):
 
 def tanh_backward(dout, cache):
     """dL/dx = dout * (1 - tanh(x)^2)."""
-    dout = _check_dout("tanh_backward", dout, cache.out)
+    dout = check_dout(dout, cache.out.shape, cache.out.dtype, "tanh_backward")
     return dout * (1 - cache.out * cache.out)

@@ -9,7 +9,11 @@ With the column matrix X_n = im2col(x)[n] of shape (K, L) and W = w.reshape(F, K
 matrix product per image: out_n = W @ X_n + b, batched as (F, K) @ (N, K, L) -> (N, F, L),
 which is already NCHW order (no transpose copy).
 """
+import sys
+import threading
 from typing import NamedTuple, Tuple
+
+import numpy as np
 
 from minicnn import kernels
 from minicnn.backend import get_array_module
@@ -53,11 +57,27 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
     f, _, kh, kw = w.shape
     out_h = output_size(h, kh, stride[0], padding[0])
     out_w = output_size(wd, kw, stride[1], padding[1])
+    xp = get_array_module(x)
+    w_mat = w.reshape(f, -1)                                     # W: (F, K)
 
-    x_cols = kernels.im2col(x, (kh, kw), stride, padding)       # (N, K, L)
-    out = w.reshape(f, -1) @ x_cols                              # (N, F, L)
-    if b is not None:
-        out += b[:, None]
+    if xp is not np:                                             # CuPy: the formula as written
+        x_cols = kernels.im2col(x, (kh, kw), stride, padding)   # (N, K, L)
+        out = w_mat @ x_cols                                     # (N, F, L)
+        if b is not None:
+            out += b[:, None]
+    else:
+        # Same formula, in chunks of the batch: im2col of a chunk is still in cache when the
+        # GEMM reads it, and the bias is added to the chunk of `out` just written.
+        # x_cols is new on every call (the cache keeps it for backward).
+        k, hw = w_mat.shape[1], out_h * out_w
+        x_cols = _workspace.cols_for_cache((n, k, hw), x.dtype)
+        out = np.empty((n, f, hw), dtype=x.dtype)
+        bias = None if b is None else b[:, None]
+        for lo, hi in _chunks(n, k * hw * x.itemsize):
+            kernels.im2col(x[lo:hi], (kh, kw), stride, padding, out=x_cols[lo:hi])
+            np.matmul(w_mat, x_cols[lo:hi], out=out[lo:hi])
+            if bias is not None:
+                out[lo:hi] += bias
     return out.reshape(n, f, out_h, out_w), Conv2dCache(tuple(x.shape), x_cols, w, stride, padding)
 
 
@@ -80,10 +100,93 @@ def conv2d_backward(dout, cache, need_dx=True):
     same_dtype("conv2d_backward", dout=dout, w=w)
 
     d_out = dout.reshape(n, f, -1)                               # D_n: (N, F, L)
+    w_mat = w.reshape(f, -1)                                     # W: (F, K)
     db = d_out.sum(axis=(0, 2))
-    dw = xp.einsum("nfl,nkl->fk", d_out, x_cols, optimize=True).reshape(w.shape)
+    # sum_n D_n @ X_n^T: one GEMM per image, then a small (N, F, K) sum.
+    dw = xp.matmul(d_out, x_cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
     dx = None
-    if need_dx:
-        dx_cols = w.reshape(f, -1).T @ d_out                      # (N, K, L)
+    if need_dx and xp is not np:
+        dx_cols = w_mat.T @ d_out                                 # (N, K, L)
         dx = kernels.col2im(dx_cols, x_shape, w.shape[2:], stride, padding)
+    elif need_dx:
+        # dL/dX for a chunk of images lands in a reused scratch buffer and col2im turns it
+        # into that chunk of dx at once: the full (N, K, L) dL/dX never exists.
+        k, hw = w_mat.shape[1], out_h * out_w
+        dx = np.empty(x_shape, dtype=dout.dtype)
+        w_t = w_mat.T
+        for lo, hi in _chunks(n, k * hw * dout.itemsize):
+            dx_cols = _workspace.scratch("dx_cols", (hi - lo, k, hw), dout.dtype)
+            np.matmul(w_t, d_out[lo:hi], out=dx_cols)
+            kernels.col2im(dx_cols, (hi - lo, *x_shape[1:]), w.shape[2:], stride, padding,
+                           out=dx[lo:hi])
     return dx, dw, db
+
+
+# ---------------------------------------------------------------- performance plumbing
+
+# Chunks of the batch hold about this many bytes of columns: small enough to stay in the L2 /
+# L3 cache between im2col and the GEMM, large enough that per-chunk Python costs stay small.
+CHUNK_BYTES = 4 << 20
+
+
+def _chunks(n, bytes_per_image):
+    """[lo, hi) ranges covering range(n), each about CHUNK_BYTES of columns."""
+    step = max(1, min(n, CHUNK_BYTES // max(1, bytes_per_image)))
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
+class _Workspace(threading.local):
+    """Reused buffers for the NumPy path (one set per thread).
+
+    ``scratch``: internal buffers (dL/dX chunks) that never leave this module; reused on every
+    call with the same shape.
+
+    ``cols_for_cache``: the im2col matrix kept in the cache.  A fresh array is needed on every
+    call because the caller holds the previous cache, but the pages of a freshly allocated large
+    buffer are expensive to touch for the first time on these machines, so buffers are recycled
+    once *nobody else references them* (CPython reference count: only this pool holds the
+    array, so no cache, view or caller can see it being overwritten).
+    """
+
+    MAX_POOLED = 4                     # buffers kept per shape
+
+    def __init__(self):
+        self._scratch = {}
+        self._pool = {}
+
+    def scratch(self, name, shape, dtype):
+        key = (name, dtype.str)
+        buf = self._scratch.get(key)
+        size = int(np.prod(shape))
+        if buf is None or buf.size < size:
+            buf = self._scratch[key] = np.empty(size, dtype=dtype)
+        return buf[:size].reshape(shape)
+
+    def cols_for_cache(self, shape, dtype):
+        if not _REFCOUNTS or int(np.prod(shape)) * dtype.itemsize < _POOL_MIN_BYTES:
+            return np.empty(shape, dtype=dtype)
+        key = (shape, dtype.str)
+        pool = self._pool.setdefault(key, [])
+        for buf in pool:
+            # references: the pool's list, getrefcount's argument, and the loop variable
+            if sys.getrefcount(buf) == 3:
+                return buf
+        buf = np.empty(shape, dtype=dtype)
+        if len(pool) >= self.MAX_POOLED:
+            pool.pop(0)                # forget the oldest; whoever holds it keeps it alive
+        pool.append(buf)
+        return buf
+
+    def clear(self):
+        self._scratch.clear()
+        self._pool.clear()
+
+
+_REFCOUNTS = hasattr(sys, "getrefcount") and sys.implementation.name == "cpython"
+_POOL_MIN_BYTES = 16 << 20             # smaller buffers come back warm from malloc anyway
+_workspace = _Workspace()
+
+
+def clear_workspace():
+    """Free the reused conv buffers of this thread (they are re-created on demand)."""
+    _workspace.clear()

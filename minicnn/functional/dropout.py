@@ -3,7 +3,7 @@ time, so evaluation is the identity."""
 from typing import NamedTuple
 
 from minicnn.backend import get_array_module
-from minicnn.functional._checks import as_float_array, shape_is
+from minicnn.functional._checks import as_float_array, check_dout
 
 
 class DropoutCache(NamedTuple):
@@ -34,6 +34,5 @@ def dropout_backward(dout, cache):
     """dL/dx = dout * mask."""
     if cache.mask is None:
         return dout
-    dout = as_float_array(dout, "dout", "dropout_backward")
-    shape_is(dout, cache.mask.shape, "dout", "dropout_backward")
+    dout = check_dout(dout, cache.mask.shape, cache.mask.dtype, "dropout_backward")
     return dout * cache.mask

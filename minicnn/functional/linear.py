@@ -1,7 +1,7 @@
 """Fully connected layer and flatten."""
 from typing import NamedTuple, Tuple
 
-from minicnn.functional._checks import as_float_array, same_dtype, shape_is
+from minicnn.functional._checks import as_float_array, check_dout, same_dtype, shape_is
 
 
 class LinearCache(NamedTuple):
@@ -34,8 +34,7 @@ def linear_forward(x, w, b):
 def linear_backward(dout, cache):
     """dL/dx = dout @ w,   dL/dw = dout.T @ x,   dL/db = sum_n dout[n]."""
     x, w = cache
-    dout = as_float_array(dout, "dout", "linear_backward", ndim=2)
-    shape_is(dout, (x.shape[0], w.shape[0]), "dout", "linear_backward")
+    dout = check_dout(dout, (x.shape[0], w.shape[0]), x.dtype, "linear_backward")
     dx = dout @ w
     dw = dout.T @ x
     db = dout.sum(axis=0)

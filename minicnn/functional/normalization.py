@@ -13,7 +13,7 @@ Evaluation normalises with the running statistics instead.
 from typing import NamedTuple, Tuple
 
 from minicnn.backend import get_array_module
-from minicnn.functional._checks import as_float_array, same_dtype, shape_is
+from minicnn.functional._checks import as_float_array, check_dout, same_dtype, shape_is
 
 
 class BatchNormCache(NamedTuple):
@@ -65,8 +65,7 @@ def _batchnorm_backward(op, dout, cache):
         eval:     dL/dx = dxhat * inv_std        (mu and var are constants)
     """
     xhat, inv_std, gamma, axes, training = cache
-    dout = as_float_array(dout, "dout", op)
-    shape_is(dout, xhat.shape, "dout", op)
+    dout = check_dout(dout, xhat.shape, xhat.dtype, op)
     dbeta = dout.sum(axis=axes)
     dgamma = (dout * xhat).sum(axis=axes)
     dxhat = dout * gamma

@@ -8,12 +8,13 @@ from typing import NamedTuple, Tuple
 
 from minicnn import kernels
 from minicnn.backend import get_array_module
-from minicnn.functional._checks import as_float_array, output_size, pair, shape_is, window_fits
+from minicnn.functional._checks import as_float_array, check_dout, output_size, pair, window_fits
 
 
 class MaxPool2dCache(NamedTuple):
     x_shape: Tuple[int, int, int, int]
     argmax: object          # (N, C, OH, OW) int32: h*W + w of each window's winner in its plane
+    dtype: object           # x.dtype
 
 
 class AvgPool2dCache(NamedTuple):
@@ -21,10 +22,12 @@ class AvgPool2dCache(NamedTuple):
     kernel_size: Tuple[int, int]
     stride: Tuple[int, int]
     padding: Tuple[int, int]
+    dtype: object
 
 
 class GlobalAvgPool2dCache(NamedTuple):
     x_shape: Tuple[int, int, int, int]
+    dtype: object
 
 
 def _check_pool_args(op, x, kernel_size, stride, padding):
@@ -39,13 +42,6 @@ def _check_pool_args(op, x, kernel_size, stride, padding):
     return x, kernel_size, stride, padding
 
 
-def _check_dout(op, dout, x_shape, kernel_size, stride, padding):
-    dout = as_float_array(dout, "dout", op, ndim=4)
-    out_hw = tuple(output_size(x_shape[2 + d], kernel_size[d], stride[d], padding[d]) for d in (0, 1))
-    shape_is(dout, (*x_shape[:2], *out_hw), "dout", op)
-    return dout
-
-
 def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     """out[n, c, oh, ow] = max_{i,j} x_pad[n, c, oh*SH + i, ow*SW + j]   (padding = -inf).
 
@@ -53,7 +49,7 @@ def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
     """
     x, kernel_size, stride, padding = _check_pool_args("maxpool2d", x, kernel_size, stride, padding)
     out, argmax = kernels.maxpool_forward(x, kernel_size, stride, padding)
-    return out, MaxPool2dCache(tuple(x.shape), argmax)
+    return out, MaxPool2dCache(tuple(x.shape), argmax, x.dtype)
 
 
 def maxpool2d_backward(dout, cache):
@@ -61,9 +57,8 @@ def maxpool2d_backward(dout, cache):
 
     The gradient is routed to the recorded argmax; overlapping windows that share a winner add.
     """
-    x_shape, argmax = cache
-    dout = as_float_array(dout, "dout", "maxpool2d_backward", ndim=4)
-    shape_is(dout, argmax.shape, "dout", "maxpool2d_backward")
+    x_shape, argmax, dtype = cache
+    dout = check_dout(dout, argmax.shape, dtype, "maxpool2d_backward")
     return kernels.maxpool_backward(dout, argmax, x_shape)
 
 
@@ -74,27 +69,27 @@ def avgpool2d_forward(x, kernel_size, stride=None, padding=0):
     """
     x, kernel_size, stride, padding = _check_pool_args("avgpool2d", x, kernel_size, stride, padding)
     out = kernels.avgpool_forward(x, kernel_size, stride, padding)
-    return out, AvgPool2dCache(tuple(x.shape), kernel_size, stride, padding)
+    return out, AvgPool2dCache(tuple(x.shape), kernel_size, stride, padding, x.dtype)
 
 
 def avgpool2d_backward(dout, cache):
     """dL/dx[n, c, h, w] = (1 / (KH*KW)) * sum over windows covering (h, w) of dout[n, c, oh, ow]."""
-    x_shape, kernel_size, stride, padding = cache
-    dout = _check_dout("avgpool2d_backward", dout, x_shape, kernel_size, stride, padding)
+    x_shape, kernel_size, stride, padding, dtype = cache
+    out_hw = [output_size(x_shape[2 + d], kernel_size[d], stride[d], padding[d]) for d in (0, 1)]
+    dout = check_dout(dout, (*x_shape[:2], *out_hw), dtype, "avgpool2d_backward")
     return kernels.avgpool_backward(dout, x_shape, kernel_size, stride, padding)
 
 
 def global_avgpool2d_forward(x):
     """out[n, c] = (1 / (H*W)) * sum_{h,w} x[n, c, h, w].   x (N, C, H, W) -> (N, C)."""
     x = as_float_array(x, "x", "global_avgpool2d", ndim=4)
-    return x.mean(axis=(2, 3)), GlobalAvgPool2dCache(tuple(x.shape))
+    return x.mean(axis=(2, 3)), GlobalAvgPool2dCache(tuple(x.shape), x.dtype)
 
 
 def global_avgpool2d_backward(dout, cache):
     """dL/dx[n, c, h, w] = dout[n, c] / (H*W)."""
-    (x_shape,) = cache
-    dout = as_float_array(dout, "dout", "global_avgpool2d_backward", ndim=2)
-    shape_is(dout, x_shape[:2], "dout", "global_avgpool2d_backward")
+    x_shape, dtype = cache
+    dout = check_dout(dout, x_shape[:2], dtype, "global_avgpool2d_backward")
     xp = get_array_module(dout)
     share = dout / (x_shape[2] * x_shape[3])
     return xp.broadcast_to(share[:, :, None, None], x_shape).copy()
