@@ -84,6 +84,7 @@ def extensions():
     ext = Extension(
         "minicnn.kernels._cpu",
         sources=[pyx, *csrc],
+        depends=sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".h")),
         include_dirs=["csrc", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -8,6 +8,10 @@ OH = (H + 2PH - KH) // SH + 1, OW likewise, K = C*KH*KW, L = OH*OW.
 With the column matrix X_n = im2col(x)[n] of shape (K, L) and W = w.reshape(F, K) this is one
 matrix product per image: out_n = W @ X_n + b, batched as (F, K) @ (N, K, L) -> (N, F, L),
 which is already NCHW order (no transpose copy).
+
+For NumPy arrays the same products are computed a chunk of images at a time, as one GEMM over
+the images' columns side by side (faster with a multi-threaded BLAS; see "performance plumbing"
+below for how, and benchmarks/NOTES.md for the measurements).
 """
 import sys
 import threading
@@ -66,18 +70,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
         if b is not None:
             out += b[:, None]
     else:
-        # Same formula, in chunks of the batch: im2col of a chunk is still in cache when the
-        # GEMM reads it, and the bias is added to the chunk of `out` just written.
-        # x_cols is new on every call (the cache keeps it for backward).
-        k, hw = w_mat.shape[1], out_h * out_w
-        x_cols = _workspace.cols_for_cache((n, k, hw), x.dtype)
-        out = np.empty((n, f, hw), dtype=x.dtype)
-        bias = None if b is None else b[:, None]
-        for lo, hi in _chunks(n, k * hw * x.itemsize):
-            kernels.im2col(x[lo:hi], (kh, kw), stride, padding, out=x_cols[lo:hi])
-            np.matmul(w_mat, x_cols[lo:hi], out=out[lo:hi])
-            if bias is not None:
-                out[lo:hi] += bias
+        out, x_cols = _forward_k_major(x, w_mat, b, (kh, kw), stride, padding, out_h * out_w)
     return out.reshape(n, f, out_h, out_w), Conv2dCache(tuple(x.shape), x_cols, w, stride, padding)
 
 
@@ -101,28 +94,82 @@ def conv2d_backward(dout, cache, need_dx=True):
 
     d_out = dout.reshape(n, f, -1)                               # D_n: (N, F, L)
     w_mat = w.reshape(f, -1)                                     # W: (F, K)
+    if xp is np:
+        return _backward_k_major(d_out, x_shape, x_cols, w, stride, padding, need_dx)
     db = d_out.sum(axis=(0, 2))
     # sum_n D_n @ X_n^T: one GEMM per image, then a small (N, F, K) sum.
     dw = xp.matmul(d_out, x_cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
     dx = None
-    if need_dx and xp is not np:
+    if need_dx:
         dx_cols = w_mat.T @ d_out                                 # (N, K, L)
         dx = kernels.col2im(dx_cols, x_shape, w.shape[2:], stride, padding)
-    elif need_dx:
-        # dL/dX for a chunk of images lands in a reused scratch buffer and col2im turns it
-        # into that chunk of dx at once: the full (N, K, L) dL/dX never exists.
-        k, hw = w_mat.shape[1], out_h * out_w
-        dx = np.empty(x_shape, dtype=dout.dtype)
-        w_t = w_mat.T
-        for lo, hi in _chunks(n, k * hw * dout.itemsize):
-            dx_cols = _workspace.scratch("dx_cols", (hi - lo, k, hw), dout.dtype)
-            np.matmul(w_t, d_out[lo:hi], out=dx_cols)
-            kernels.col2im(dx_cols, (hi - lo, *x_shape[1:]), w.shape[2:], stride, padding,
-                           out=dx[lo:hi])
     return dx, dw, db
 
 
 # ---------------------------------------------------------------- performance plumbing
+#
+# The NumPy path computes the same formulas with the images side by side: the column matrices
+# X_n are stored "K-major", as one (K, N*L) matrix [X_1 X_2 ... X_N], so that
+#
+#     [out_1 ... out_N]   = W @ [X_1 ... X_N]            one GEMM for the whole batch (chunk)
+#     dL/dW               = [D_1 ... D_N] @ [X_1 ... X_N]^T   one GEMM, no (N, F, K) partial sums
+#     [dX_1 ... dX_N]     = W^T @ [D_1 ... D_N]           one GEMM per chunk
+#
+# Large GEMMs keep the BLAS threads busy where N small per-image products (K = 27 for a first
+# layer) mostly pay call and thread start-up costs.  The cache still holds x_cols as an (N, K, L)
+# array (a transposed view of the K-major buffer) so its meaning is unchanged.
+
+
+def _forward_k_major(x, w_mat, b, kernel_size, stride, padding, hw):
+    """out (N, F, L) and x_cols (N, K, L) of conv2d_forward, one GEMM per chunk of images."""
+    n, f, k = x.shape[0], w_mat.shape[0], w_mat.shape[1]
+    cols_k_major = _workspace.recycled((k, n, hw), x.dtype)          # [X_1 ... X_N]: (K, N, L)
+    x_cols = cols_k_major.transpose(1, 0, 2)                         # (N, K, L) view, for the cache
+    out = _workspace.recycled((n, f, hw), x.dtype)
+    bias = None if b is None else b[:, None]
+    for lo, hi in _chunks(n, k * hw * x.itemsize):
+        m = hi - lo
+        # im2col of a chunk is still in cache when the GEMM reads it
+        kernels.im2col(x[lo:hi], kernel_size, stride, padding, out=x_cols[lo:hi])
+        out_k_major = _workspace.scratch("out", (f, m * hw), x.dtype)
+        np.matmul(w_mat, cols_k_major[:, lo:hi].reshape(k, m * hw), out=out_k_major)
+        # (F, m, L) -> (m, F, L), fused with the bias add: one pass over the chunk of out
+        out_chunk = out_k_major.reshape(f, m, hw).transpose(1, 0, 2)
+        if bias is None:
+            np.copyto(out[lo:hi], out_chunk)
+        else:
+            np.add(out_chunk, bias, out=out[lo:hi])
+    return out, x_cols
+
+
+def _backward_k_major(d_out, x_shape, x_cols, w, stride, padding, need_dx):
+    """(dx, dw, db) of conv2d_backward with the K-major GEMMs; dx chunk by chunk."""
+    n, f, hw = d_out.shape
+    w_mat = w.reshape(f, -1)
+    k = w_mat.shape[1]
+    d_k_major = _workspace.scratch("dout", (f, n * hw), d_out.dtype)   # [D_1 ... D_N]: (F, N*L)
+    np.copyto(d_k_major.reshape(f, n, hw), d_out.transpose(1, 0, 2))
+    db = d_k_major.sum(axis=1)
+    cols_k_major = x_cols.transpose(1, 0, 2)
+    if cols_k_major.flags.c_contiguous:                              # from _forward_k_major
+        dw = d_k_major @ cols_k_major.reshape(k, n * hw).T
+    else:                                                            # a cache built elsewhere
+        dw = np.matmul(d_out, x_cols.transpose(0, 2, 1)).sum(axis=0)
+    dw = dw.reshape(w.shape)
+    if not need_dx:
+        return None, dw, db
+    # dL/dX for a chunk of images lands in a reused scratch buffer and col2im turns it into that
+    # chunk of dx at once: the full (N, K, L) dL/dX never exists.
+    dx = _workspace.recycled(tuple(x_shape), d_out.dtype)
+    w_t = w_mat.T
+    for lo, hi in _chunks(n, k * hw * d_out.itemsize):
+        m = hi - lo
+        dx_cols = _workspace.scratch("dx_cols", (k, m * hw), d_out.dtype)
+        np.matmul(w_t, d_k_major[:, lo * hw:hi * hw], out=dx_cols)
+        kernels.col2im(dx_cols.reshape(k, m, hw).transpose(1, 0, 2), (m, *x_shape[1:]),
+                       w.shape[2:], stride, padding, out=dx[lo:hi])
+    return dx, dw, db
+
 
 # Chunks of the batch hold about this many bytes of columns: small enough to stay in the L2 /
 # L3 cache between im2col and the GEMM, large enough that per-chunk Python costs stay small.
@@ -138,17 +185,19 @@ def _chunks(n, bytes_per_image):
 class _Workspace(threading.local):
     """Reused buffers for the NumPy path (one set per thread).
 
-    ``scratch``: internal buffers (dL/dX chunks) that never leave this module; reused on every
-    call with the same shape.
+    ``scratch``: internal buffers (dL/dX and layout chunks) that never leave this module;
+    reused on every call.
 
-    ``cols_for_cache``: the im2col matrix kept in the cache.  A fresh array is needed on every
-    call because the caller holds the previous cache, but the pages of a freshly allocated large
-    buffer are expensive to touch for the first time on these machines, so buffers are recycled
-    once *nobody else references them* (CPython reference count: only this pool holds the
-    array, so no cache, view or caller can see it being overwritten).
+    ``recycled``: arrays that do leave: out, dx, and the im2col matrix kept in the cache.  Each
+    call needs a fresh one because the caller may still hold the previous, but first touching
+    the pages of a freshly allocated large buffer is expensive on these machines (the kernel
+    zeroes every page; glibc hands large blocks back to the OS on free).  So a buffer is handed
+    out again only once *nobody else references it*: the CPython reference count says that only
+    this pool holds it, so no caller, cache or view (views hold their base) can ever see it
+    overwritten.  (A caller keeping only a weakref to such an array could; nothing here does.)
     """
 
-    MAX_POOLED = 4                     # buffers kept per shape
+    MAX_POOLED = 4                     # buffers kept per shape and dtype
 
     def __init__(self):
         self._scratch = {}
@@ -162,13 +211,13 @@ class _Workspace(threading.local):
             buf = self._scratch[key] = np.empty(size, dtype=dtype)
         return buf[:size].reshape(shape)
 
-    def cols_for_cache(self, shape, dtype):
+    def recycled(self, shape, dtype):
         if not _REFCOUNTS or int(np.prod(shape)) * dtype.itemsize < _POOL_MIN_BYTES:
             return np.empty(shape, dtype=dtype)
         key = (shape, dtype.str)
         pool = self._pool.setdefault(key, [])
         for buf in pool:
-            # references: the pool's list, getrefcount's argument, and the loop variable
+            # references: the pool's list, the loop variable, getrefcount's argument
             if sys.getrefcount(buf) == 3:
                 return buf
         buf = np.empty(shape, dtype=dtype)
@@ -183,7 +232,7 @@ class _Workspace(threading.local):
 
 
 _REFCOUNTS = hasattr(sys, "getrefcount") and sys.implementation.name == "cpython"
-_POOL_MIN_BYTES = 16 << 20             # smaller buffers come back warm from malloc anyway
+_POOL_MIN_BYTES = 1 << 20              # smaller blocks come back warm from malloc anyway
 _workspace = _Workspace()
 
 

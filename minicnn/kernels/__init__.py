@@ -9,9 +9,12 @@ Three implementations share these signatures:
 Signatures (``kernel_size``, ``stride``, ``padding`` are ``(h, w)`` tuples of ints; inputs are
 validated by ``minicnn.functional`` and C-contiguous; outputs are new arrays of the input dtype):
 
-    im2col(x, kernel_size, stride, padding)                  x (N,C,H,W) -> cols (N, C*KH*KW, OH*OW)
+    im2col(x, kernel_size, stride, padding, out=None)        x (N,C,H,W) -> cols (N, C*KH*KW, OH*OW)
         cols[n, (c*KH + i)*KW + j, oh*OW + ow] = x_pad[n, c, oh*SH + i, ow*SW + j]
-    col2im(cols, x_shape, kernel_size, stride, padding)      the adjoint of im2col: sums into (N,C,H,W)
+    col2im(cols, x_shape, kernel_size, stride, padding, out=None)
+                                                             the adjoint of im2col: sums into (N,C,H,W)
+        ``out``: optional C-contiguous buffer of the exact result shape and dtype to write into
+        (``functional.conv`` passes its reused scratch; the result is then ``out`` itself)
     maxpool_forward(x, kernel_size, stride, padding)         -> (out (N,C,OH,OW), argmax int32 (N,C,OH,OW))
         argmax holds h*W + w, the flat index of the winner in its unpadded (n, c) plane;
         padded cells never win; ties go to the first maximum in window (row-major) order
@@ -29,10 +32,37 @@ import warnings
 from minicnn.backend import is_cupy_array
 from minicnn.kernels import _numpy
 
-try:
-    from minicnn.kernels import _cpu
-except ImportError:  # extension not built: NumPy kernels serve
-    _cpu = None
+
+
+def _import_cpu_kernels():
+    """Import the C extension with a short OpenMP spin-wait (libgomp: GOMP_SPINCOUNT=3000).
+
+    After a parallel region, OpenMP threads spin-wait for the next one; libgomp's default is
+    300,000 spins (milliseconds).  Here the next thing to run is usually a BLAS GEMM whose own
+    threads need those cores, and spinning threads slowed conv layers 2-8x on 2 cores (worse
+    when other processes share them).  Sleeping at once (OMP_WAIT_POLICY=passive) is no better:
+    waking a thread on an idle virtual CPU costs a few hundred microseconds per kernel call.
+    About 3,000 spins (tens of microseconds) keeps back-to-back kernel calls fast and leaves the
+    cores to the BLAS soon after.  The runtime reads these settings once, when the extension
+    loads it, so they are set only for that moment and only if the user has not chosen them;
+    OpenMP runtimes loaded later (PyTorch bundles its own libgomp) see the environment unchanged.
+    """
+    settings = {"GOMP_SPINCOUNT": "3000"}
+    if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+        settings = {}
+    added = {k: v for k, v in settings.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        from minicnn.kernels import _cpu as module
+        return module
+    except ImportError:  # extension not built: NumPy kernels serve
+        return None
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+_cpu = _import_cpu_kernels()
 
 _choice = os.environ.get("MINICNN_KERNELS", "auto").lower()
 _warned = False
@@ -86,12 +116,16 @@ def use_kernels(name):
         _choice = previous
 
 
-def im2col(x, kernel_size, stride, padding):
-    return _module_for(x).im2col(x, kernel_size, stride, padding)
+def im2col(x, kernel_size, stride, padding, out=None):
+    if out is None:
+        return _module_for(x).im2col(x, kernel_size, stride, padding)
+    return _module_for(x).im2col(x, kernel_size, stride, padding, out=out)
 
 
-def col2im(cols, x_shape, kernel_size, stride, padding):
-    return _module_for(cols).col2im(cols, tuple(x_shape), kernel_size, stride, padding)
+def col2im(cols, x_shape, kernel_size, stride, padding, out=None):
+    if out is None:
+        return _module_for(cols).col2im(cols, tuple(x_shape), kernel_size, stride, padding)
+    return _module_for(cols).col2im(cols, tuple(x_shape), kernel_size, stride, padding, out=out)
 
 
 def maxpool_forward(x, kernel_size, stride, padding):

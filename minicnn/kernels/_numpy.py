@@ -34,11 +34,26 @@ def _out_hw(x_shape, kernel_size, stride, padding):
             output_size(w, kernel_size[1], stride[1], padding[1]))
 
 
-def im2col(x, kernel_size, stride, padding):
+def _check_out(out, shape, dtype, contiguous=True):
+    """A caller-provided result buffer must match exactly (the C kernels require the same)."""
+    if (out.shape != tuple(shape) or out.dtype != dtype
+            or (contiguous and not out.flags.c_contiguous)):
+        raise ValueError(f"out must be a{' C-contiguous' if contiguous else 'n'} array of shape "
+                         f"{tuple(shape)} and dtype {dtype}, got shape {out.shape} dtype {out.dtype}")
+
+
+def im2col(x, kernel_size, stride, padding, out=None):
     n, c = x.shape[:2]
     oh, ow = _out_hw(x.shape, kernel_size, stride, padding)
     windows = _windows(_pad(x, padding), kernel_size, stride, (oh, ow))
-    return windows.reshape(n, c * kernel_size[0] * kernel_size[1], oh * ow)  # copies
+    shape = (n, c * kernel_size[0] * kernel_size[1], oh * ow)
+    if out is None:
+        return windows.reshape(shape)  # copies
+    _check_out(out, shape, x.dtype, contiguous=False)
+    split = out.view()
+    split.shape = windows.shape    # a view of out (raises rather than copy); rows may be strided
+    split[...] = windows
+    return out
 
 
 def _scatter_windows(x_shape, kernel_size, stride, padding, values_at, dtype):
@@ -53,13 +68,18 @@ def _scatter_windows(x_shape, kernel_size, stride, padding, values_at, dtype):
     return dx_pad[:, :, ph:ph + h, pw:pw + w].copy()
 
 
-def col2im(cols, x_shape, kernel_size, stride, padding):
+def col2im(cols, x_shape, kernel_size, stride, padding, out=None):
     n, c = x_shape[:2]
     (kh, kw) = kernel_size
     oh, ow = _out_hw(x_shape, kernel_size, stride, padding)
     cols6 = cols.reshape(n, c, kh, kw, oh, ow)
-    return _scatter_windows(x_shape, kernel_size, stride, padding,
-                            lambda i, j: cols6[:, :, i, j], cols.dtype)
+    dx = _scatter_windows(x_shape, kernel_size, stride, padding,
+                          lambda i, j: cols6[:, :, i, j], cols.dtype)
+    if out is None:
+        return dx
+    _check_out(out, x_shape, cols.dtype)
+    out[...] = dx
+    return out
 
 
 def maxpool_forward(x, kernel_size, stride, padding):
@@ -70,6 +90,12 @@ def maxpool_forward(x, kernel_size, stride, padding):
     flat = windows.reshape(n, c, kh * kw, oh, ow)
     k = flat.argmax(axis=2)  # first maximum in window order
     out = np.take_along_axis(flat, k[:, :, None], axis=2)[:, :, 0]
+    if ph or pw:
+        # A window whose real cells are all -inf ties with its -inf padding: the first real
+        # cell must win, never the padding.
+        real = _windows(_pad(np.ones((1, 1, h, w), bool), padding, False), kernel_size, stride,
+                        (oh, ow)).reshape(1, 1, kh * kw, oh, ow)
+        k = np.where(out == -np.inf, real.argmax(axis=2), k)
     rows = np.arange(oh)[:, None] * sh + k // kw - ph
     cols = np.arange(ow)[None, :] * sw + k % kw - pw
     return out, (rows * w + cols).astype(np.int32)

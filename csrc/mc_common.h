@@ -1,0 +1,55 @@
+/* Helpers shared by the kernel templates (internal). */
+#ifndef MC_COMMON_H
+#define MC_COMMON_H
+
+#include <stdint.h>
+#include "minicnn_kernels.h"
+
+#if defined(_MSC_VER)
+#define restrict __restrict
+#define MC_ALWAYS_INLINE __forceinline
+#else
+#define MC_ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
+
+/* Planes smaller than this many elements in total are not worth waking a second thread for. */
+#define MC_MIN_PARALLEL_ELEMS 32768
+
+static inline int64_t mc_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t mc_max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* ceil(a / b) for b > 0 and any sign of a. */
+static inline int64_t mc_ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+/* Output columns o in [lo, hi) whose input column o*s + k - p falls inside [0, size);
+ * always 0 <= lo <= hi <= out, so [0, lo) and [hi, out) are the (possibly empty) padded parts. */
+static inline void mc_valid_range(int64_t size, int64_t out, int64_t s, int64_t k, int64_t p,
+                                  int64_t *lo, int64_t *hi)
+{
+    int64_t a = mc_ceil_div(p - k, s);              /* o*s + k - p >= 0    */
+    int64_t b = mc_ceil_div(size + p - k, s);       /* o*s + k - p < size  */
+    a = mc_min64(mc_max64(a, 0), out);
+    b = mc_min64(b, out);
+    if (b < a) b = a;               /* empty range, still inside [0, out] */
+    *lo = a;
+    *hi = b;
+}
+
+/* Threads for a loop over `planes` independent planes holding `elems` elements in total. */
+static inline int mc_threads(int num_threads, int64_t planes, int64_t elems)
+{
+    if (num_threads < 1 || elems < MC_MIN_PARALLEL_ELEMS) return 1;
+    if ((int64_t)num_threads > planes) return planes > 0 ? (int)planes : 1;
+    return num_threads;
+}
+
+/* Planes per dynamically scheduled chunk: about 8 chunks per thread, so a thread that shares
+ * its core with another process does not hold the others up at the barrier.  Which thread
+ * does a plane never changes its result. */
+static inline int64_t mc_chunk(int64_t planes, int nt)
+{
+    int64_t chunk = planes / ((int64_t)nt * 8);
+    return chunk > 0 ? chunk : 1;
+}
+
+#endif
