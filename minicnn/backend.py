@@ -134,15 +134,7 @@ def info():
     from minicnn import __version__
     from minicnn import kernels
 
-    gpu = "not available"
-    cp = cupy_or_none()
-    if cp is not None:
-        try:
-            props = cp.cuda.runtime.getDeviceProperties(0)
-            name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-            gpu = f"{name} (CUDA runtime {cp.cuda.runtime.runtimeGetVersion()}, CuPy {cp.__version__})"
-        except Exception as exc:  # pragma: no cover - depends on the GPU
-            gpu = f"CuPy present but unusable: {exc}"
+    gpu = "not available" if cupy_or_none() is None else _gpu_summary()
     return {
         "minicnn": __version__,
         "python": platform.python_version(),
@@ -153,6 +145,23 @@ def info():
         "blas": blas_info(),
         "gpu": gpu,
     }
+
+
+def _gpu_summary():
+    """One line on the GPU: device, CUDA versions, CuPy, and whether minicnn's kernels compile."""
+    try:
+        from minicnn.kernels import _cupy
+        details = _cupy.kernel_info()
+    except Exception as exc:  # pragma: no cover - depends on the GPU
+        return f"CuPy present but unusable: {type(exc).__name__}: {exc}"
+    try:
+        _cupy.compile_all()
+        kernels_state = "kernels compiled (float32, float64)"
+    except Exception as exc:  # pragma: no cover - depends on the GPU and NVRTC
+        kernels_state = f"kernels did NOT compile: {type(exc).__name__}: {exc}"
+    return (f"{details.get('device', '?')} (compute capability {details.get('compute_capability', '?')}), "
+            f"CUDA runtime {details.get('cuda_runtime', '?')}, driver {details.get('cuda_driver', '?')}, "
+            f"CuPy {details['cupy']}; {kernels_state}")
 
 
 def format_info(d=None):

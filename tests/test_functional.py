@@ -432,6 +432,28 @@ def test_conv_of_a_batch_equals_conv_of_each_image(kernel_impl):
 
 
 @pytest.mark.parametrize("kernel_impl", KERNELS)
+def test_an_empty_batch_gives_empty_outputs_and_zero_parameter_gradients(kernel_impl):
+    """N = 0 (e.g. the last, empty slice of a dataset) flows through every op like any batch:
+    outputs of shape (0, ...), dx of the input's shape, and dw, db that sum over no images."""
+    rng = rng_for(23)
+    x, w, b = np.empty((0, 3, 9, 9)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    with kernels.use_kernels(kernel_impl):
+        out, cache = F.conv2d_forward(x, w, b, 2, 1)
+        assert out.shape == (0, 4, 5, 5)
+        dx, dw, db = F.conv2d_backward(out, cache)
+        assert dx.shape == x.shape
+        assert np.array_equal(dw, np.zeros_like(w)) and np.array_equal(db, np.zeros_like(b))
+        for forward, backward in [(F.maxpool2d_forward, F.maxpool2d_backward),
+                                  (F.avgpool2d_forward, F.avgpool2d_backward)]:
+            pooled, pool_cache = forward(x, 3, 2, 1)
+            assert pooled.shape == (0, 3, 5, 5), forward.__name__
+            assert backward(pooled, pool_cache).shape == x.shape, backward.__name__
+    flat, flat_cache = F.flatten_forward(x)
+    assert flat.shape == (0, 3 * 9 * 9)
+    assert F.flatten_backward(flat, flat_cache).shape == x.shape
+
+
+@pytest.mark.parametrize("kernel_impl", KERNELS)
 def test_conv_and_pool_are_deterministic(kernel_impl):
     rng = rng_for(13)
     x, w = rng.standard_normal((2, 3, 9, 9)).astype(np.float32), rng.standard_normal((5, 3, 3, 3)).astype(np.float32)

@@ -11,18 +11,7 @@ Each transform's ``config()`` is a JSON-able dict (``{"name": ..., **arguments}`
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-
-def _pair(value, name, op, minimum):
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
-        value = (int(value[0]), int(value[1]))
-    else:
-        raise ValueError(f"{op}: {name} must be an int or an (h, w) pair of ints, got {value!r}")
-    if min(value) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value}")
-    return value
+from minicnn.functional._checks import pair
 
 
 def _check_batch(x, op):
@@ -106,8 +95,8 @@ class RandomCrop(Transform):
     """
 
     def __init__(self, size, padding=0):
-        self.size = _pair(size, "size", "RandomCrop", 1)
-        self.padding = _pair(padding, "padding", "RandomCrop", 0)
+        self.size = pair(size, "size", "RandomCrop", 1)
+        self.padding = pair(padding, "padding", "RandomCrop", 0)
 
     def __call__(self, x, rng):
         _check_batch(x, "RandomCrop")
@@ -133,7 +122,7 @@ class RandomTranslate(Transform):
     """
 
     def __init__(self, max_shift):
-        self.max_shift = _pair(max_shift, "max_shift", "RandomTranslate", 0)
+        self.max_shift = pair(max_shift, "max_shift", "RandomTranslate", 0)
 
     def __call__(self, x, rng):
         _check_batch(x, "RandomTranslate")

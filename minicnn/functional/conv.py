@@ -92,7 +92,7 @@ def conv2d_backward(dout, cache, need_dx=True):
     shape_is(dout, (n, f, out_h, out_w), "dout", "conv2d_backward")
     same_dtype("conv2d_backward", dout=dout, w=w)
 
-    d_out = dout.reshape(n, f, -1)                               # D_n: (N, F, L)
+    d_out = dout.reshape(n, f, out_h * out_w)                    # D_n: (N, F, L)
     w_mat = w.reshape(f, -1)                                     # W: (F, K)
     if xp is np:
         return _backward_k_major(d_out, x_shape, x_cols, w, stride, padding, need_dx)

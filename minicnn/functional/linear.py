@@ -1,4 +1,5 @@
 """Fully connected layer and flatten."""
+import math
 from typing import NamedTuple, Tuple
 
 from minicnn.functional._checks import as_float_array, check_dout, same_dtype, shape_is
@@ -45,7 +46,8 @@ def flatten_forward(x):
     """(N, d1, d2, ...) -> (N, d1*d2*...), a view when x is contiguous."""
     if not hasattr(x, "ndim") or x.ndim < 1:
         raise ValueError(f"flatten: x must have a batch axis, got {getattr(x, 'shape', type(x))}")
-    return x.reshape(x.shape[0], -1), FlattenCache(tuple(x.shape))
+    features = math.prod(x.shape[1:])                 # explicit, so an empty batch works too
+    return x.reshape(x.shape[0], features), FlattenCache(tuple(x.shape))
 
 
 def flatten_backward(dout, cache):
