@@ -14,18 +14,10 @@ from minicnn.backend import gpu_available
 from minicnn.data import RandomTranslate
 from minicnn.train import NonFiniteLossError, evaluate, fit, load_trained_model, predict_proba
 
+from datasets import separable_set
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_MNIST = os.path.join(REPO, "..", "shared", "data", "mnist")
-
-
-def separable_set(n=240, seed=0):
-    """Two classes of 1x8x8 images: a bright left half (0) or a bright right half (1), plus noise."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, size=n)
-    x = 0.3 * rng.random((n, 1, 8, 8))
-    x[y == 0, :, :, :4] += 0.7
-    x[y == 1, :, :, 4:] += 0.7
-    return x.astype(np.float32), y.astype(np.int64)
 
 
 def small_net(seed=0, dropout=0.25):

@@ -2,19 +2,11 @@
 import json
 import math
 
-import numpy as np
 import pytest
 
 from minicnn.tune import format_table, sample_configs, tune
 
-
-def separable_set(n=160, seed=0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, size=n)
-    x = 0.3 * rng.random((n, 1, 8, 8))
-    x[y == 0, :, :, :4] += 0.7
-    x[y == 1, :, :, 4:] += 0.7
-    return x.astype(np.float32), y.astype(np.int64)
+from datasets import separable_set
 
 
 SPACE = {"lr": ("log", 1e-3, 0.3), "batch_size": [16, 32], "weight_decay": [0.0, 1e-3]}
@@ -44,7 +36,7 @@ def test_bad_spaces_and_searches_are_rejected():
 
 
 def test_tune_ranks_by_validation_accuracy_and_saves_the_best(tmp_path):
-    x, y = separable_set()
+    x, y = separable_set(160)
     space = {"lr": [0.05, 1e-5], "batch_size": [32]}
     result = tune((x, y), model="digits_net", model_kwargs={"num_classes": 2}, space=space,
                   search="grid", trials=2, epochs=2, out_dir=tmp_path, progress=False)
@@ -57,7 +49,7 @@ def test_tune_ranks_by_validation_accuracy_and_saves_the_best(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:overflow")
 def test_a_diverging_trial_is_recorded_and_ranked_last():
-    x, y = separable_set()
+    x, y = separable_set(160)
     result = tune((x, y), model="digits_net", model_kwargs={"num_classes": 2},
                   space={"lr": [1e9, 0.05]}, search="grid", trials=2, epochs=2, progress=False)
     assert result.trials[-1]["status"] == "diverged" and result.trials[-1]["config"]["lr"] == 1e9
