@@ -375,8 +375,8 @@ def test_non_contiguous_inputs_give_the_same_results_as_contiguous_ones(kernel_i
 def test_a_later_call_never_overwrites_an_earlier_output_or_cache(kernel_impl, size):
     """Workspaces may be reused across calls; arrays handed out or cached must not be.
 
-    "large" makes conv's column matrix about 19 MB (float32), past the size where conv2d
-    recycles column buffers nobody references any more."""
+    "large" makes conv's column matrix about 19 MB and relu's output 2 MB (float32), past the
+    size where buffers nobody references any more are recycled."""
     rng = rng_for(12)
     shape, dtype = {"small": ((2, 3, 6, 6), np.float64), "large": ((32, 16, 32, 32), np.float32)}[size]
     n, c, h, w_ = shape
@@ -388,6 +388,7 @@ def test_a_later_call_never_overwrites_an_earlier_output_or_cache(kernel_impl, s
         "conv2d": (lambda x: F.conv2d_forward(x, w, b, 1, 1), F.conv2d_backward, dout_conv),
         "maxpool2d": (lambda x: F.maxpool2d_forward(x, 3, 2, 1), F.maxpool2d_backward, dout_pool),
         "avgpool2d": (lambda x: F.avgpool2d_forward(x, 3, 2, 1), F.avgpool2d_backward, dout_pool),
+        "relu": (F.relu_forward, F.relu_backward, rng.standard_normal(shape).astype(dtype)),
     }
 
     def as_tuple(grads):

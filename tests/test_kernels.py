@@ -355,13 +355,13 @@ def test_repeated_calls_do_not_leak():
 def test_conv_forward_never_overwrites_a_cache_still_held():
     """conv2d recycles its large column buffers only once nobody references them."""
     from minicnn import functional as F
-    from minicnn.functional import conv
+    from minicnn.functional import _workspace
     rng = np.random.default_rng(0)
     x1 = rng.standard_normal((8, 16, 34, 34), dtype=np.float32)   # cols: 8*144*1156*4 = 5.3 MB
     x2 = rng.standard_normal(x1.shape, dtype=np.float32)
     w = rng.standard_normal((4, 16, 3, 3), dtype=np.float32)
-    old_min = conv._POOL_MIN_BYTES
-    conv._POOL_MIN_BYTES = 0                                     # pool even this small case
+    old_min = _workspace._POOL_MIN_BYTES
+    _workspace._POOL_MIN_BYTES = 0                               # pool even this small case
     try:
         _, cache1 = F.conv2d_forward(x1, w, None, 1, 1)
         kept = cache1.x_cols.copy()
@@ -376,8 +376,8 @@ def test_conv_forward_never_overwrites_a_cache_still_held():
         del view
         np.testing.assert_array_equal(cache3.x_cols, kept)
     finally:
-        conv._POOL_MIN_BYTES = old_min
-        conv.clear_workspace()
+        _workspace._POOL_MIN_BYTES = old_min
+        _workspace.clear_workspace()
 
 
 def test_conv_chunked_matches_unchunked():

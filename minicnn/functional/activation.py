@@ -1,8 +1,11 @@
 """Element-wise activations. Each backward multiplies dout by the local derivative."""
 from typing import NamedTuple
 
+import numpy as np
+
 from minicnn.backend import get_array_module
 from minicnn.functional._checks import as_float_array, check_dout
+from minicnn.functional._workspace import workspace
 
 
 class ReluCache(NamedTuple):
@@ -22,17 +25,28 @@ class TanhCache(NamedTuple):
     out: object             # tanh(x)
 
 
+def _output_like(x):
+    """A new array for a result shaped like x; on the CPU a recycled one (see _workspace)."""
+    if get_array_module(x) is np:
+        return workspace.recycled(x.shape, x.dtype)
+    return get_array_module(x).empty_like(x)
+
+
 def relu_forward(x):
     """out = max(x, 0)."""
     xp = get_array_module(x)
     x = as_float_array(x, "x", "relu")
-    return xp.maximum(x, 0), ReluCache(mask=x > 0, dtype=x.dtype)
+    out = _output_like(x)
+    xp.maximum(x, 0, out=out)
+    return out, ReluCache(mask=x > 0, dtype=x.dtype)
 
 
 def relu_backward(dout, cache):
     """dL/dx = dout * [x > 0]   (the subgradient at 0 is taken as 0, like PyTorch)."""
     dout = check_dout(dout, cache.mask.shape, cache.dtype, "relu_backward")
-    return dout * cache.mask
+    dx = _output_like(dout)
+    get_array_module(dout).multiply(dout, cache.mask, out=dx)
+    return dx
 
 
 def leaky_relu_forward(x, negative_slope=0.01):

@@ -13,8 +13,6 @@ For NumPy arrays the same products are computed a chunk of images at a time, as 
 the images' columns side by side (faster with a multi-threaded BLAS; see "performance plumbing"
 below for how, and benchmarks/NOTES.md for the measurements).
 """
-import sys
-import threading
 from typing import NamedTuple, Tuple
 
 import numpy as np
@@ -23,6 +21,8 @@ from minicnn import kernels
 from minicnn.backend import get_array_module
 from minicnn.functional._checks import (as_float_array, output_size, pair, same_dtype,
                                         shape_is, window_fits)
+from minicnn.functional._workspace import clear_workspace  # noqa: F401  (public here)
+from minicnn.functional._workspace import workspace as _workspace
 
 
 class Conv2dCache(NamedTuple):
@@ -180,62 +180,3 @@ def _chunks(n, bytes_per_image):
     """[lo, hi) ranges covering range(n), each about CHUNK_BYTES of columns."""
     step = max(1, min(n, CHUNK_BYTES // max(1, bytes_per_image)))
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
-
-
-class _Workspace(threading.local):
-    """Reused buffers for the NumPy path (one set per thread).
-
-    ``scratch``: internal buffers (dL/dX and layout chunks) that never leave this module;
-    reused on every call.
-
-    ``recycled``: arrays that do leave: out, dx, and the im2col matrix kept in the cache.  Each
-    call needs a fresh one because the caller may still hold the previous, but first touching
-    the pages of a freshly allocated large buffer is expensive on these machines (the kernel
-    zeroes every page; glibc hands large blocks back to the OS on free).  So a buffer is handed
-    out again only once *nobody else references it*: the CPython reference count says that only
-    this pool holds it, so no caller, cache or view (views hold their base) can ever see it
-    overwritten.  (A caller keeping only a weakref to such an array could; nothing here does.)
-    """
-
-    MAX_POOLED = 4                     # buffers kept per shape and dtype
-
-    def __init__(self):
-        self._scratch = {}
-        self._pool = {}
-
-    def scratch(self, name, shape, dtype):
-        key = (name, dtype.str)
-        buf = self._scratch.get(key)
-        size = int(np.prod(shape))
-        if buf is None or buf.size < size:
-            buf = self._scratch[key] = np.empty(size, dtype=dtype)
-        return buf[:size].reshape(shape)
-
-    def recycled(self, shape, dtype):
-        if not _REFCOUNTS or int(np.prod(shape)) * dtype.itemsize < _POOL_MIN_BYTES:
-            return np.empty(shape, dtype=dtype)
-        key = (shape, dtype.str)
-        pool = self._pool.setdefault(key, [])
-        for buf in pool:
-            # references: the pool's list, the loop variable, getrefcount's argument
-            if sys.getrefcount(buf) == 3:
-                return buf
-        buf = np.empty(shape, dtype=dtype)
-        if len(pool) >= self.MAX_POOLED:
-            pool.pop(0)                # forget the oldest; whoever holds it keeps it alive
-        pool.append(buf)
-        return buf
-
-    def clear(self):
-        self._scratch.clear()
-        self._pool.clear()
-
-
-_REFCOUNTS = hasattr(sys, "getrefcount") and sys.implementation.name == "cpython"
-_POOL_MIN_BYTES = 1 << 20              # smaller blocks come back warm from malloc anyway
-_workspace = _Workspace()
-
-
-def clear_workspace():
-    """Free the reused conv buffers of this thread (they are re-created on demand)."""
-    _workspace.clear()
