@@ -2,9 +2,6 @@
 #include <string.h>
 #include "mc_common.h"
 
-#define MC_PASTE(a, b) a##_##b
-#define MC_CAT(a, b) MC_PASTE(a, b)
-
 #define REAL float
 #define MC_FN(name) MC_CAT(name, f32)
 #include "im2col_tmpl.h"

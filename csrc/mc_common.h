@@ -13,6 +13,10 @@
 #endif
 
 /* Planes smaller than this many elements in total are not worth waking a second thread for. */
+/* MC_CAT(name, f32) -> name_f32: the per-type names of the kernels built from a template. */
+#define MC_PASTE(a, b) a##_##b
+#define MC_CAT(a, b) MC_PASTE(a, b)
+
 #define MC_MIN_PARALLEL_ELEMS 32768
 
 static inline int64_t mc_min64(int64_t a, int64_t b) { return a < b ? a : b; }

@@ -114,6 +114,14 @@ cdef cnp.ndarray _new(int ndim, cnp.npy_intp *dims, int typenum):
     return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
 
 
+cdef void _nchw_dims(cnp.npy_intp *dims, const mc_geom *g, bint output) noexcept:
+    """dims = the (N, C, H, W) input shape of g, or its (N, C, OH, OW) output shape."""
+    dims[0] = g.n
+    dims[1] = g.c
+    dims[2] = g.oh if output else g.h
+    dims[3] = g.ow if output else g.w
+
+
 cdef cnp.ndarray _check_out(object out, int ndim, cnp.npy_intp *dims, int typenum, str op):
     """A caller-provided result buffer: exact shape and dtype, C-contiguous, aligned, writeable."""
     cdef cnp.ndarray o
@@ -248,10 +256,7 @@ def col2im(cols, x_shape, kernel_size, stride, padding, out=None):
     item = cnp.PyArray_ITEMSIZE(a)
     img_stride = cnp.PyArray_STRIDE(a, 0) // item
     row_stride = cnp.PyArray_STRIDE(a, 1) // item
-    dims[0] = g.n
-    dims[1] = g.c
-    dims[2] = g.h
-    dims[3] = g.w
+    _nchw_dims(dims, &g, False)
     dx = _new(4, dims, typenum) if out is None else _check_out(out, 4, dims, typenum, "col2im")
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
@@ -295,10 +300,7 @@ def maxpool_forward(x, kernel_size, stride, padding):
     cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads()
     _window_geom(&g, "maxpool_forward", (<object>a).shape, kernel_size, stride, padding)
     _pool_padding_ok(&g, "maxpool_forward", (<object>a).shape)
-    dims[0] = g.n
-    dims[1] = g.c
-    dims[2] = g.oh
-    dims[3] = g.ow
+    _nchw_dims(dims, &g, True)
     out = _new(4, dims, typenum)
     argmax = _new(4, dims, cnp.NPY_INT32)
     if typenum == cnp.NPY_FLOAT32:
@@ -349,10 +351,7 @@ def maxpool_backward(dout, argmax, x_shape):
     g.ow = cnp.PyArray_DIM(d, 3)
     g.kh = g.kw = g.sh = g.sw = 1
     g.ph = g.pw = 0
-    dims[0] = g.n
-    dims[1] = g.c
-    dims[2] = g.h
-    dims[3] = g.w
+    _nchw_dims(dims, &g, False)
     dx = _new(4, dims, typenum)
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
@@ -378,10 +377,7 @@ def avgpool_forward(x, kernel_size, stride, padding):
     cdef cnp.ndarray out
     cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads()
     _window_geom(&g, "avgpool_forward", (<object>a).shape, kernel_size, stride, padding)
-    dims[0] = g.n
-    dims[1] = g.c
-    dims[2] = g.oh
-    dims[3] = g.ow
+    _nchw_dims(dims, &g, True)
     out = _new(4, dims, typenum)
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
@@ -404,10 +400,7 @@ def avgpool_backward(dout, x_shape, kernel_size, stride, padding):
         raise ValueError(f"avgpool_backward: dout must have shape {(g.n, g.c, g.oh, g.ow)} for "
                          f"x_shape={tuple(x_shape)}, kernel_size={(g.kh, g.kw)}, "
                          f"stride={(g.sh, g.sw)}, padding={(g.ph, g.pw)}; got {(<object>d).shape}")
-    dims[0] = g.n
-    dims[1] = g.c
-    dims[2] = g.h
-    dims[3] = g.w
+    _nchw_dims(dims, &g, False)
     dx = _new(4, dims, typenum)
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
