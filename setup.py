@@ -47,7 +47,7 @@ class BuildExtOptional(build_ext):
             omp_compile, omp_link = ["/openmp"], []
             base = ["/O2"]
         else:
-            base = ["-O3", "-std=c99"]
+            base = ["-O3", "-std=c99", "-ffp-contract=off"]   # no FMA: bitwise equal to NumPy
             omp_compile, omp_link = ["-fopenmp"], ["-fopenmp"]
             if not _compiler_accepts(cc, omp_compile, omp_link):
                 warnings.warn("minicnn: the C compiler does not support OpenMP; "

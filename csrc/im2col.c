@@ -1,15 +1,22 @@
-/* im2col / col2im, instantiated for float32 and float64 from im2col_tmpl.h. */
+/* im2col / col2im and the fused convolution built on them, instantiated for float32 and
+ * float64 from im2col_tmpl.h and conv_tmpl.h. */
 #include <string.h>
 #include "mc_common.h"
 
 #define REAL float
 #define MC_FN(name) MC_CAT(name, f32)
+#define MC_GEMM sgemm
 #include "im2col_tmpl.h"
+#include "conv_tmpl.h"
 #undef REAL
 #undef MC_FN
+#undef MC_GEMM
 
 #define REAL double
 #define MC_FN(name) MC_CAT(name, f64)
+#define MC_GEMM dgemm
 #include "im2col_tmpl.h"
+#include "conv_tmpl.h"
 #undef REAL
 #undef MC_FN
+#undef MC_GEMM

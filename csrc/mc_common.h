@@ -12,12 +12,24 @@
 #define MC_ALWAYS_INLINE inline __attribute__((always_inline))
 #endif
 
-/* Planes smaller than this many elements in total are not worth waking a second thread for. */
+#ifdef _OPENMP
+#include <omp.h>
+static inline int mc_thread_id(void) { return omp_get_thread_num(); }
+#else
+static inline int mc_thread_id(void) { return 0; }
+#endif
+
 /* MC_CAT(name, f32) -> name_f32: the per-type names of the kernels built from a template. */
 #define MC_PASTE(a, b) a##_##b
 #define MC_CAT(a, b) MC_PASTE(a, b)
 
+/* Planes smaller than this many elements in total are not worth waking a second thread for. */
 #define MC_MIN_PARALLEL_ELEMS 32768
+
+/* The CBLAS enum values (cblas.h), for calling the caller's cblas_?gemm without its header. */
+#define MC_CBLAS_ROW_MAJOR 101
+#define MC_CBLAS_NO_TRANS 111
+#define MC_CBLAS_TRANS 112
 
 static inline int64_t mc_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t mc_max64(int64_t a, int64_t b) { return a > b ? a : b; }

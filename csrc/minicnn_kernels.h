@@ -6,6 +6,7 @@
  *                                 at cols + n*image_stride + row*row_stride + l (elements); rows
  *                                 contiguous, image/row strides free (see im2col_tmpl.h)
  *   pool  out / argmax (N, C, OH, OW); argmax = h*W + w in the unpadded (n, c) plane
+ *   conv  w (F, C, KH, KW), out / dout (N, F, OH, OW); see conv_tmpl.h
  *
  * Every kernel parallelises over whole (n, c) planes, so no two threads ever write the same
  * element and the result is bitwise identical for any thread count.  Callers (the Cython wrapper)
@@ -24,6 +25,14 @@ typedef struct {
     int64_t oh, ow;         /* output size: (H + 2*PH - KH) / SH + 1, >= 1 */
 } mc_geom;
 
+/* The caller's BLAS, for the fused convolution: addresses of its row-major cblas_sgemm and
+ * cblas_dgemm (the C code links no BLAS of its own; the Cython wrapper passes the ones of the
+ * OpenBLAS NumPy uses).  ilp64: the BLAS takes 64-bit integers (OpenBLAS's INTERFACE64). */
+typedef struct {
+    void *sgemm, *dgemm;
+    int ilp64;
+} mc_blas;
+
 int mc_openmp_enabled(void);
 
 #define MC_DECLARE(REAL, SUF)                                                                    \
@@ -36,7 +45,23 @@ int mc_openmp_enabled(void);
     int64_t mc_maxpool_backward_##SUF(const REAL *dout, const int32_t *argmax, REAL *dx,         \
                                       const mc_geom *g, int num_threads);                        \
     void mc_avgpool_forward_##SUF(const REAL *x, REAL *out, const mc_geom *g, int num_threads); \
-    void mc_avgpool_backward_##SUF(const REAL *dout, REAL *dx, const mc_geom *g, int num_threads);
+    void mc_avgpool_backward_##SUF(const REAL *dout, REAL *dx, const mc_geom *g, int num_threads); \
+    void mc_relu_forward_##SUF(const REAL *x, REAL *out, int64_t n, int num_threads);           \
+    void mc_relu_backward_##SUF(const REAL *dout, const REAL *out, REAL *dx, int64_t n,         \
+                                int num_threads);                                               \
+    void mc_sgd_step_##SUF(REAL *p, const REAL *g, REAL *buf, int64_t n, REAL lr, REAL momentum, \
+                           REAL dampening_keep, REAL weight_decay, int nesterov, int first,      \
+                           int num_threads);                                                    \
+    void mc_matmul_##SUF(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,              \
+                         const REAL *a, int64_t lda, const REAL *b, int64_t ldb, REAL *c,        \
+                         int64_t ldc, const mc_blas *blas, int num_threads);                    \
+    void mc_conv_forward_##SUF(const REAL *x, const REAL *w, const REAL *bias, REAL *out,         \
+                               REAL *work, int64_t f, const mc_geom *g, const mc_blas *blas,    \
+                               int num_threads);                                                \
+    void mc_conv_backward_##SUF(const REAL *x, const REAL *w, const REAL *dout, REAL *dx,         \
+                                REAL *dw_parts, REAL *db_parts, REAL *work, int64_t blocks,      \
+                                int64_t f, const mc_geom *g, const mc_blas *blas,                \
+                                int num_threads);
 
 MC_DECLARE(float, f32)
 MC_DECLARE(double, f64)

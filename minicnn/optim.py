@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from minicnn import kernels
 from minicnn.backend import get_array_module, normalize_device, to_device
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "StepLR",
@@ -161,6 +162,8 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov needs momentum > 0 and dampening = 0")
 
     def _update(self, p, g, state):
+        if _in_c(p, g):
+            return self._update_in_c(p, g, state)
         if self.weight_decay != 0:
             g = g + self.weight_decay * p
         if self.momentum != 0:
@@ -172,6 +175,25 @@ class SGD(Optimizer):
                 buf += (1 - self.dampening) * g
             g = g + self.momentum * buf if self.nesterov else buf
         p -= self.lr * g
+
+    def _update_in_c(self, p, g, state):
+        """The update above in one threaded pass over p, g and the buffer: the same float
+        operations in the same order, so the same bits (csrc/elementwise_tmpl.h)."""
+        buf, first = None, False
+        if self.momentum != 0:
+            first = "momentum_buffer" not in state
+            if first:
+                state["momentum_buffer"] = np.empty_like(p)
+            buf = state["momentum_buffer"]
+        kernels.sgd_step(p, g, buf, self.lr, self.momentum, self.dampening, self.weight_decay,
+                         self.nesterov, first)
+
+
+def _in_c(p, g):
+    """True if the C extension can update p in place from g (CPU float arrays, one dtype)."""
+    return (kernels.elementwise_in_c(p) and isinstance(g, np.ndarray) and p.dtype == g.dtype
+            and p.shape == g.shape and p.dtype in (np.float32, np.float64)
+            and p.flags.c_contiguous and p.flags.writeable and p.flags.aligned)
 
 
 class Adam(Optimizer):

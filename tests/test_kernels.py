@@ -352,7 +352,14 @@ def test_repeated_calls_do_not_leak():
 
 # ---------------------------------------------------------------- conv2d's reused buffers
 
-def test_conv_forward_never_overwrites_a_cache_still_held():
+@pytest.fixture
+def batched_conv():
+    """conv2d on its batched NumPy-GEMM route (the fused C kernel switched off)."""
+    with kernels.use_fused_conv(False):
+        yield
+
+
+def test_conv_forward_never_overwrites_a_cache_still_held(batched_conv):
     """conv2d recycles its large column buffers only once nobody references them."""
     from minicnn import functional as F
     from minicnn.functional import _workspace
@@ -380,7 +387,32 @@ def test_conv_forward_never_overwrites_a_cache_still_held():
         _workspace.clear_workspace()
 
 
-def test_conv_chunked_matches_unchunked():
+def test_conv_outputs_are_never_overwritten_while_held():
+    """Both routes hand out out and dx from the pool only once nobody holds them."""
+    from minicnn import functional as F
+    from minicnn.functional import _workspace
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.standard_normal((2, 8, 16, 34, 34), dtype=np.float32)
+    w = rng.standard_normal((4, 16, 3, 3), dtype=np.float32)
+    old_min = _workspace._POOL_MIN_BYTES
+    _workspace._POOL_MIN_BYTES = 0
+    try:
+        for fused in (True, False):
+            with kernels.use_fused_conv(fused):
+                out1, cache1 = F.conv2d_forward(x1, w, None, 1, 1)
+                dx1, _, _ = F.conv2d_backward(out1, cache1)
+                kept = out1.copy(), dx1.copy()
+                out2, cache2 = F.conv2d_forward(x2, w, None, 1, 1)
+                dx2, _, _ = F.conv2d_backward(out2, cache2)
+                assert not np.shares_memory(out1, out2) and not np.shares_memory(dx1, dx2)
+                np.testing.assert_array_equal(out1, kept[0])
+                np.testing.assert_array_equal(dx1, kept[1])
+    finally:
+        _workspace._POOL_MIN_BYTES = old_min
+        _workspace.clear_workspace()
+
+
+def test_conv_chunked_matches_unchunked(batched_conv):
     from minicnn import functional as F
     from minicnn.functional import conv
     rng = np.random.default_rng(1)

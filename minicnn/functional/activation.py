@@ -3,14 +3,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from minicnn import kernels
 from minicnn.backend import get_array_module
 from minicnn.functional._checks import as_float_array, check_dout
 from minicnn.functional._workspace import workspace
 
 
 class ReluCache(NamedTuple):
-    mask: object            # x > 0
-    dtype: object           # x.dtype
+    out: object             # max(x, 0): out > 0 exactly where x > 0
 
 
 class LeakyReluCache(NamedTuple):
@@ -37,15 +37,22 @@ def relu_forward(x):
     xp = get_array_module(x)
     x = as_float_array(x, "x", "relu")
     out = _output_like(x)
-    xp.maximum(x, 0, out=out)
-    return out, ReluCache(mask=x > 0, dtype=x.dtype)
+    if kernels.elementwise_in_c(x):
+        kernels.relu_forward(x, out=out)             # the same values in one threaded pass
+    else:
+        xp.maximum(x, 0, out=out)
+    return out, ReluCache(out)
 
 
 def relu_backward(dout, cache):
-    """dL/dx = dout * [x > 0]   (the subgradient at 0 is taken as 0, like PyTorch)."""
-    dout = check_dout(dout, cache.mask.shape, cache.dtype, "relu_backward")
+    """dL/dx = dout * [x > 0] = dout * [out > 0]   (the subgradient at 0 is 0, like PyTorch)."""
+    out = cache.out
+    dout = check_dout(dout, out.shape, out.dtype, "relu_backward")
     dx = _output_like(dout)
-    get_array_module(dout).multiply(dout, cache.mask, out=dx)
+    if kernels.elementwise_in_c(dout):
+        kernels.relu_backward(dout, out, dx=dx)      # dout where out > 0, else 0
+    else:
+        get_array_module(dout).multiply(dout, out > 0, out=dx)
     return dx
 
 

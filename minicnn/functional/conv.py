@@ -9,9 +9,9 @@ With the column matrix X_n = im2col(x)[n] of shape (K, L) and W = w.reshape(F, K
 matrix product per image: out_n = W @ X_n + b, batched as (F, K) @ (N, K, L) -> (N, F, L),
 which is already NCHW order (no transpose copy).
 
-For NumPy arrays the same products are computed a chunk of images at a time, as one GEMM over
-the images' columns side by side (faster with a multi-threaded BLAS; see "performance plumbing"
-below for how, and benchmarks/NOTES.md for the measurements).
+For NumPy arrays the same products are computed by faster routes with the same results (see
+"performance plumbing" below, and benchmarks/NOTES.md for the measurements): the C extension's
+fused kernel, image by image in cache, or a chunk of images at a time as one large GEMM.
 """
 from typing import NamedTuple, Tuple
 
@@ -26,8 +26,8 @@ from minicnn.functional._workspace import workspace as _workspace
 
 
 class Conv2dCache(NamedTuple):
-    x_shape: Tuple[int, int, int, int]
-    x_cols: object          # (N, K, L) im2col(x)
+    x: object               # (N, C, H, W) the input
+    x_cols: object          # (N, K, L) im2col(x); None where the backward recomputes it
     w: object               # (F, C, KH, KW)
     stride: Tuple[int, int]
     padding: Tuple[int, int]
@@ -69,9 +69,11 @@ def conv2d_forward(x, w, b, stride=1, padding=0):
         out = w_mat @ x_cols                                     # (N, F, L)
         if b is not None:
             out += b[:, None]
+    elif _fused(x, w):
+        out, x_cols = _forward_fused(x, w, b, stride, padding, (n, f, out_h, out_w)), None
     else:
         out, x_cols = _forward_k_major(x, w_mat, b, (kh, kw), stride, padding, out_h * out_w)
-    return out.reshape(n, f, out_h, out_w), Conv2dCache(tuple(x.shape), x_cols, w, stride, padding)
+    return out.reshape(n, f, out_h, out_w), Conv2dCache(x, x_cols, w, stride, padding)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
@@ -83,7 +85,8 @@ def conv2d_backward(dout, cache, need_dx=True):
 
     Returns (dx, dw, db); dx is None when ``need_dx`` is False (a first layer needs no dx).
     """
-    x_shape, x_cols, w, stride, padding = cache
+    x, x_cols, w, stride, padding = cache
+    x_shape = x.shape
     xp = get_array_module(dout)
     dout = as_float_array(dout, "dout", "conv2d_backward", ndim=4)
     n, f = x_shape[0], w.shape[0]
@@ -92,6 +95,8 @@ def conv2d_backward(dout, cache, need_dx=True):
     shape_is(dout, (n, f, out_h, out_w), "dout", "conv2d_backward")
     same_dtype("conv2d_backward", dout=dout, w=w)
 
+    if xp is np and x_cols is None:
+        return _backward_fused(dout, x, w, stride, padding, need_dx)
     d_out = dout.reshape(n, f, out_h * out_w)                    # D_n: (N, F, L)
     w_mat = w.reshape(f, -1)                                     # W: (F, K)
     if xp is np:
@@ -108,7 +113,36 @@ def conv2d_backward(dout, cache, need_dx=True):
 
 # ---------------------------------------------------------------- performance plumbing
 #
-# The NumPy path computes the same formulas with the images side by side: the column matrices
+# With the C extension and NumPy's OpenBLAS, the whole layer is one C call (csrc/conv_tmpl.h):
+# each OpenMP thread takes whole images, builds X_n in a buffer that stays in its core's cache
+# and multiplies it at once with a single-threaded GEMM; the backward rebuilds X_n from x (so
+# the cache holds x, not the columns) and sums dW over fixed blocks of images.  Measured on
+# 2 cores this beat the batched route below by 1.2-4x (benchmarks/NOTES.md): no hand-offs of
+# the cores between the OpenMP and BLAS threads, and no column matrix streaming through memory.
+
+
+def _fused(x, w):
+    """True if the C extension's fused kernel takes this convolution."""
+    return kernels.fused_conv_available() and min(x.shape[0], x.shape[1], w.shape[0]) > 0
+
+
+def _forward_fused(x, w, b, stride, padding, out_shape):
+    work = _workspace.scratch("conv_work", (kernels.conv_work_elems(x.shape, w.shape, stride,
+                                                                      padding),), x.dtype)
+    out = _workspace.recycled(out_shape, x.dtype)
+    return kernels.conv_forward(x, w, b, stride, padding, out=out, work=work)
+
+
+def _backward_fused(dout, x, w, stride, padding, need_dx):
+    work = _workspace.scratch("conv_work", (kernels.conv_work_elems(x.shape, w.shape, stride,
+                                                                      padding),), x.dtype)
+    dx = _workspace.recycled(tuple(x.shape), x.dtype) if need_dx else None
+    return kernels.conv_backward(dout, x, w, stride, padding, need_dx=need_dx, dx_out=dx,
+                                 work=work)
+
+
+# Without them (other BLAS, NumPy kernels) the formulas are computed with the images side by
+# side: the column matrices
 # X_n are stored "K-major", as one (K, N*L) matrix [X_1 X_2 ... X_N], so that
 #
 #     [out_1 ... out_N]   = W @ [X_1 ... X_N]            one GEMM for the whole batch (chunk)

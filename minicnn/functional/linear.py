@@ -2,6 +2,7 @@
 import math
 from typing import NamedTuple, Tuple
 
+from minicnn import kernels
 from minicnn.functional._checks import as_float_array, check_dout, same_dtype, shape_is
 
 
@@ -26,7 +27,7 @@ def linear_forward(x, w, b):
         b = as_float_array(b, "b", op)
         shape_is(b, (w.shape[0],), "b", op, f" (one bias per output; w.shape={tuple(w.shape)})")
     same_dtype(op, x=x, w=w, b=b)
-    out = x @ w.T
+    out = kernels.matmul(x, w.T)            # x @ w.T, on the kernels' threads when it can
     if b is not None:
         out += b
     return out, LinearCache(x, w)
@@ -36,8 +37,8 @@ def linear_backward(dout, cache):
     """dL/dx = dout @ w,   dL/dw = dout.T @ x,   dL/db = sum_n dout[n]."""
     x, w = cache
     dout = check_dout(dout, (x.shape[0], w.shape[0]), x.dtype, "linear_backward")
-    dx = dout @ w
-    dw = dout.T @ x
+    dx = kernels.matmul(dout, w)            # dout @ w
+    dw = kernels.matmul(dout.T, x)          # dout.T @ x
     db = dout.sum(axis=0)
     return dx, dw, db
 

@@ -22,12 +22,32 @@ validated by ``minicnn.functional`` and C-contiguous; outputs are new arrays of 
     avgpool_forward(x, kernel_size, stride, padding)         -> out; zero padding counts in the divisor KH*KW
     avgpool_backward(dout, x_shape, kernel_size, stride, padding) -> dx
 
+The C extension also runs a whole convolution layer (csrc/conv_tmpl.h), calling the BLAS that
+NumPy links from its own threads; ``fused_conv_available()`` says whether it found that BLAS
+(OpenBLAS; see ``_blas``):
+
+    conv_forward(x, w, b, stride, padding, out=None, work=None)     -> out (N, F, OH, OW)
+    conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=None) -> (dx, dw, db)
+    conv_work_elems(x_shape, w_shape, stride, padding)     -> scratch size for ``work``
+    matmul(a, b)                                                    -> a @ b (2-D), same threads
+
+and one-pass elementwise loops for CPU float arrays when ``elementwise_in_c(x)``:
+
+    relu_forward(x, out=None); relu_backward(dout, out, dx=None)
+    sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)   in place
+
+Both keep NumPy's OpenBLAS on one thread and run it from the kernels' OpenMP threads: a BLAS
+thread pool woken beside those threads keeps spinning on the cores they need (measured:
+a train step 30 % slower; see benchmarks/NOTES.md).
+
 Choose the CPU implementation with ``MINICNN_KERNELS=numpy`` (environment) or
 ``use_kernels("numpy")`` (context manager, for tests and benchmarks).
 """
 import contextlib
 import os
 import warnings
+
+import numpy as np
 
 from minicnn.backend import is_cupy_array
 from minicnn.kernels import _numpy
@@ -62,7 +82,15 @@ def _import_cpu_kernels():
             os.environ.pop(key, None)
 
 
+def _connect_blas(module):
+    """Give the C extension NumPy's OpenBLAS for its fused convolution, if it can be found."""
+    if module is not None:
+        from minicnn.kernels._blas import find_numpy_openblas
+        module._set_blas(find_numpy_openblas())
+
+
 _cpu = _import_cpu_kernels()
+_connect_blas(_cpu)
 
 _choice = os.environ.get("MINICNN_KERNELS", "auto").lower()
 _warned = False
@@ -134,6 +162,67 @@ def maxpool_forward(x, kernel_size, stride, padding):
 
 def maxpool_backward(dout, argmax, x_shape):
     return _module_for(dout).maxpool_backward(dout, argmax, tuple(x_shape))
+
+
+_fused_conv_on = True
+
+
+def fused_conv_available():
+    """True when CPU convolutions run through the C extension's fused kernel."""
+    return _fused_conv_on and cpu_kernel_name() == "c" and _cpu.fused_conv_available()
+
+
+@contextlib.contextmanager
+def use_fused_conv(enabled):
+    """Temporarily switch the fused convolution off (False) or back on (for tests, benchmarks)."""
+    global _fused_conv_on
+    previous, _fused_conv_on = _fused_conv_on, bool(enabled)
+    try:
+        yield
+    finally:
+        _fused_conv_on = previous
+
+
+def conv_forward(x, w, b, stride, padding, out=None, work=None):
+    return _cpu.conv_forward(x, w, b, stride, padding, out=out, work=work)
+
+
+def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=None):
+    return _cpu.conv_backward(dout, x, w, stride, padding, need_dx=need_dx, dx_out=dx_out,
+                              work=work)
+
+
+def matmul(a, b):
+    """a @ b for 2-D arrays.  CPU float arrays of one dtype go to the C extension's threaded
+    GEMM when ``fused_conv_available()``; transposed views (``w.T``) are passed without a copy."""
+    if not (fused_conv_available() and isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+            and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype
+            and a.dtype in (np.float32, np.float64)):
+        return a @ b
+    a_t = a.flags.f_contiguous and not a.flags.c_contiguous
+    b_t = b.flags.f_contiguous and not b.flags.c_contiguous
+    return _cpu.matmul(a.T if a_t else a, b.T if b_t else b, trans_a=a_t, trans_b=b_t)
+
+
+def elementwise_in_c(x):
+    """True when x is a NumPy array whose elementwise ops (ReLU, SGD) the C extension runs."""
+    return isinstance(x, np.ndarray) and cpu_kernel_name() == "c"
+
+
+def relu_forward(x, out=None):
+    return _cpu.relu_forward(x, out=out)
+
+
+def relu_backward(dout, out, dx=None):
+    return _cpu.relu_backward(dout, out, dx=dx)
+
+
+def sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
+    return _cpu.sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)
+
+
+def conv_work_elems(x_shape, w_shape, stride, padding):
+    return _cpu.conv_work_elems(x_shape, w_shape, stride, padding)
 
 
 def avgpool_forward(x, kernel_size, stride, padding):

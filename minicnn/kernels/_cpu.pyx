@@ -16,7 +16,7 @@ reads such a view of ``cols`` without copying it.
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uintptr_t
 
 from minicnn import backend as _backend
 
@@ -47,6 +47,36 @@ cdef extern from "minicnn_kernels.h" nogil:
     void mc_avgpool_forward_f64(const double *x, double *out, const mc_geom *g, int nt)
     void mc_avgpool_backward_f32(const float *d, float *dx, const mc_geom *g, int nt)
     void mc_avgpool_backward_f64(const double *d, double *dx, const mc_geom *g, int nt)
+
+    ctypedef struct mc_blas:
+        void *sgemm
+        void *dgemm
+        int ilp64
+    void mc_relu_forward_f32(const float *x, float *out, int64_t n, int nt)
+    void mc_relu_forward_f64(const double *x, double *out, int64_t n, int nt)
+    void mc_relu_backward_f32(const float *d, const float *out, float *dx, int64_t n, int nt)
+    void mc_relu_backward_f64(const double *d, const double *out, double *dx, int64_t n, int nt)
+    void mc_sgd_step_f32(float *p, const float *g, float *buf, int64_t n, float lr, float momentum,
+                         float dampening_keep, float weight_decay, int nesterov, int first, int nt)
+    void mc_sgd_step_f64(double *p, const double *g, double *buf, int64_t n, double lr,
+                         double momentum, double dampening_keep, double weight_decay,
+                         int nesterov, int first, int nt)
+    void mc_matmul_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                       int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
+                       const mc_blas *blas, int nt)
+    void mc_matmul_f64(int ta, int tb, int64_t m, int64_t n, int64_t k, const double *a,
+                       int64_t lda, const double *b, int64_t ldb, double *c, int64_t ldc,
+                       const mc_blas *blas, int nt)
+    void mc_conv_forward_f32(const float *x, const float *w, const float *bias, float *out,
+                             float *work, int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
+    void mc_conv_forward_f64(const double *x, const double *w, const double *bias, double *out,
+                             double *work, int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
+    void mc_conv_backward_f32(const float *x, const float *w, const float *dout, float *dx,
+                              float *dw_parts, float *db_parts, float *work, int64_t blocks,
+                              int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
+    void mc_conv_backward_f64(const double *x, const double *w, const double *dout, double *dx,
+                              double *dw_parts, double *db_parts, double *work, int64_t blocks,
+                              int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
 
 # Every size, kernel, stride and padding must stay below this so no index arithmetic in C
 # (int64) can overflow and argmax (int32) can address any plane.
@@ -409,3 +439,330 @@ def avgpool_backward(dout, x_shape, kernel_size, stride, padding):
         with nogil:
             mc_avgpool_backward_f64(<const double *>cnp.PyArray_DATA(d), <double *>cnp.PyArray_DATA(dx), &g, nt)
     return dx
+
+
+# ---------------------------------------------------------------- ReLU and the SGD update
+
+cdef cnp.ndarray _same_as(object a, cnp.ndarray like, str name, str op, bint inplace):
+    """a as a float array of like's dtype and shape; C-contiguous, aligned, native order.
+
+    ``inplace``: a is updated in place, so it must already be all that and writeable."""
+    cdef cnp.ndarray arr
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != cnp.PyArray_TYPE(like) or (<object>arr).shape != (<object>like).shape:
+        raise ValueError(f"{op}: {name} must have shape {(<object>like).shape} and dtype "
+                         f"{like.dtype}, got shape {(<object>arr).shape} dtype {arr.dtype}")
+    ok = (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)
+          and cnp.PyArray_ISNOTSWAPPED(arr))
+    if inplace and not (ok and cnp.PyArray_ISWRITEABLE(arr)):
+        raise ValueError(f"{op}: {name} is updated in place, so it must be C-contiguous, "
+                         f"aligned and writeable ({name}.shape={(<object>arr).shape})")
+    if not ok:
+        arr = np.array(arr, dtype=arr.dtype.newbyteorder("="), order="C", copy=True)
+    return arr
+
+
+cdef cnp.ndarray _any_float(object x, str name, str op):
+    """x as a C-contiguous float32/float64 array of any shape."""
+    if not isinstance(x, cnp.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(x).__name__}")
+    return _float_array(x, name, op, cnp.PyArray_NDIM(<cnp.ndarray>x))
+
+
+def relu_forward(x, out=None):
+    """out = max(x, 0) elementwise (NaN stays NaN), any shape."""
+    cdef cnp.ndarray a = _any_float(x, "x", "relu_forward")
+    cdef cnp.ndarray o = (np.empty_like(a) if out is None
+                          else _same_as(out, a, "out", "relu_forward", True))
+    cdef int64_t n = cnp.PyArray_SIZE(a)
+    cdef int nt = _threads()
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        with nogil:
+            mc_relu_forward_f32(<const float *>cnp.PyArray_DATA(a), <float *>cnp.PyArray_DATA(o), n, nt)
+    else:
+        with nogil:
+            mc_relu_forward_f64(<const double *>cnp.PyArray_DATA(a), <double *>cnp.PyArray_DATA(o), n, nt)
+    return o
+
+
+def relu_backward(dout, out, dx=None):
+    """dx = dout where out > 0, else 0; ``out`` is relu_forward's result."""
+    cdef cnp.ndarray d = _any_float(dout, "dout", "relu_backward")
+    cdef cnp.ndarray o = _same_as(out, d, "out", "relu_backward", False)
+    cdef cnp.ndarray r = (np.empty_like(d) if dx is None
+                          else _same_as(dx, d, "dx", "relu_backward", True))
+    cdef int64_t n = cnp.PyArray_SIZE(d)
+    cdef int nt = _threads()
+    if cnp.PyArray_TYPE(d) == cnp.NPY_FLOAT32:
+        with nogil:
+            mc_relu_backward_f32(<const float *>cnp.PyArray_DATA(d), <const float *>cnp.PyArray_DATA(o),
+                                 <float *>cnp.PyArray_DATA(r), n, nt)
+    else:
+        with nogil:
+            mc_relu_backward_f64(<const double *>cnp.PyArray_DATA(d), <const double *>cnp.PyArray_DATA(o),
+                                 <double *>cnp.PyArray_DATA(r), n, nt)
+    return r
+
+
+def sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
+    """One SGD step on p (and its momentum buffer buf, None without momentum), in place.
+
+    The same formula as ``minicnn.optim.SGD._update`` (see csrc/elementwise_tmpl.h)."""
+    cdef cnp.ndarray pa = _any_float(p, "p", "sgd_step")
+    cdef cnp.ndarray ga, ba = None
+    cdef int64_t n = cnp.PyArray_SIZE(pa)
+    cdef int nt = _threads(), nest = 1 if nesterov else 0, first_step = 1 if first else 0
+    cdef void *buf_data = NULL
+    cdef double c_lr = lr, c_momentum = momentum, keep = 1 - dampening, c_wd = weight_decay
+    if pa is not p:
+        raise ValueError(f"sgd_step: p is updated in place, so it must be a C-contiguous, aligned "
+                         f"float array (p.shape={p.shape})")
+    ga = _same_as(g, pa, "g", "sgd_step", False)
+    if not cnp.PyArray_ISWRITEABLE(pa):
+        raise ValueError(f"sgd_step: p must be writeable (p.shape={p.shape})")
+    if buf is not None:
+        ba = _same_as(buf, pa, "buf", "sgd_step", True)
+        buf_data = cnp.PyArray_DATA(ba)
+    elif momentum != 0:
+        raise ValueError("sgd_step: momentum != 0 needs a momentum buffer buf")
+    if cnp.PyArray_TYPE(pa) == cnp.NPY_FLOAT32:
+        with nogil:
+            mc_sgd_step_f32(<float *>cnp.PyArray_DATA(pa), <const float *>cnp.PyArray_DATA(ga),
+                            <float *>buf_data, n, <float>c_lr, <float>c_momentum, <float>keep,
+                            <float>c_wd, nest, first_step, nt)
+    else:
+        with nogil:
+            mc_sgd_step_f64(<double *>cnp.PyArray_DATA(pa), <const double *>cnp.PyArray_DATA(ga),
+                            <double *>buf_data, n, c_lr, c_momentum, keep, c_wd, nest,
+                            first_step, nt)
+
+
+# ---------------------------------------------------------------- fused convolution
+#
+# conv_tmpl.h runs a whole conv layer image by image, calling the BLAS NumPy uses from its own
+# OpenMP threads.  _set_blas() hands it that BLAS (minicnn.kernels does, at import, with what
+# minicnn.kernels._blas found); until then fused_conv_available() is False.
+
+ctypedef void (*set_threads_fn)(int) noexcept nogil
+ctypedef int (*get_threads_fn)() noexcept nogil
+
+cdef mc_blas _blas
+cdef set_threads_fn _blas_set_threads = NULL
+cdef get_threads_fn _blas_get_threads = NULL
+cdef object _blas_owner = None                      # keeps the library object alive
+
+# Blocks of images whose dW and db are summed separately (then added in block order): a
+# function of N only, so the result does not depend on the thread count.
+cdef enum:
+    CONV_BLOCKS = 16
+
+
+def _set_blas(openblas):
+    """Use ``openblas`` (a ``minicnn.kernels._blas.OpenBLAS``; None: none) for the fused conv."""
+    from minicnn.kernels._blas import OpenBLAS
+    global _blas_owner, _blas_set_threads, _blas_get_threads
+    if openblas is None:
+        _blas_owner = None
+        return
+    if not isinstance(openblas, OpenBLAS):
+        raise TypeError(f"_set_blas: expected an OpenBLAS, got {type(openblas).__name__}")
+    _blas.sgemm = <void *><uintptr_t>openblas.sgemm
+    _blas.dgemm = <void *><uintptr_t>openblas.dgemm
+    _blas.ilp64 = 1 if openblas.ilp64 else 0
+    _blas_set_threads = <set_threads_fn><void *><uintptr_t>openblas.set_num_threads
+    _blas_get_threads = <get_threads_fn><void *><uintptr_t>openblas.get_num_threads
+    _blas_owner = openblas
+
+
+def fused_conv_available():
+    """True when conv_forward / conv_backward can run (a usable BLAS was found)."""
+    return _blas_owner is not None
+
+
+def matmul(a, b, trans_a=False, trans_b=False, out=None):
+    """op(a) @ op(b) for 2-D float arrays (op: transpose when trans_*), on the kernels' threads.
+
+    Each thread computes a panel of the result with a single-threaded BLAS call, so the BLAS's
+    own thread pool stays idle (see csrc/conv_tmpl.h).  ``out``: optional C-contiguous result.
+    """
+    cdef cnp.ndarray aa = _float_array(a, "a", "matmul", 2)
+    cdef cnp.ndarray ba = _float_array(b, "b", "matmul", 2)
+    cdef cnp.ndarray o
+    cdef cnp.npy_intp dims[2]
+    cdef int typenum = cnp.PyArray_TYPE(aa), nt = _threads(), prev
+    cdef int ta = 1 if trans_a else 0, tb = 1 if trans_b else 0
+    cdef int64_t m, n, k, kb, lda, ldb
+    if _blas_owner is None:
+        raise RuntimeError("matmul: no usable BLAS (see minicnn.kernels._blas)")
+    if cnp.PyArray_TYPE(ba) != typenum:
+        raise TypeError(f"matmul: a and b must have the same dtype, got {aa.dtype} and {ba.dtype}")
+    lda, ldb = cnp.PyArray_DIM(aa, 1), cnp.PyArray_DIM(ba, 1)      # row lengths
+    m, k = cnp.PyArray_DIM(aa, 0), lda
+    if ta:
+        m, k = k, m
+    kb, n = cnp.PyArray_DIM(ba, 0), ldb
+    if tb:
+        kb, n = n, kb
+    if k != kb:
+        raise ValueError(f"matmul: inner sizes differ: op(a) is {(m, k)} and op(b) is {(kb, n)} "
+                         f"(a.shape={(<object>aa).shape}, b.shape={(<object>ba).shape}, "
+                         f"trans_a={bool(ta)}, trans_b={bool(tb)})")
+    if not _blas.ilp64 and max(m, n, k) > LIMIT:
+        raise ValueError(f"matmul: sizes {(m, n, k)} are too large for a 32-bit BLAS")
+    dims[0], dims[1] = m, n
+    o = _new(2, dims, typenum) if out is None else _check_out(out, 2, dims, typenum, "matmul")
+    if m == 0 or n == 0:
+        return o
+    if k == 0:
+        o.fill(0)
+        return o
+    with nogil:
+        prev = _blas_get_threads()
+        _blas_set_threads(1)
+        if typenum == cnp.NPY_FLOAT32:
+            mc_matmul_f32(ta, tb, m, n, k, <const float *>cnp.PyArray_DATA(aa), max(lda, 1),
+                          <const float *>cnp.PyArray_DATA(ba), max(ldb, 1),
+                          <float *>cnp.PyArray_DATA(o), max(n, 1), &_blas, nt)
+        else:
+            mc_matmul_f64(ta, tb, m, n, k, <const double *>cnp.PyArray_DATA(aa), max(lda, 1),
+                          <const double *>cnp.PyArray_DATA(ba), max(ldb, 1),
+                          <double *>cnp.PyArray_DATA(o), max(n, 1), &_blas, nt)
+        _blas_set_threads(prev)
+    return o
+
+
+cdef void _conv_geom(mc_geom *g, int64_t *f, str op, cnp.ndarray x, cnp.ndarray w,
+                     object stride, object padding) except *:
+    """g from x (N, C, H, W), w's window and stride/padding; f = w's filter count."""
+    if cnp.PyArray_DIM(w, 1) != cnp.PyArray_DIM(x, 1):
+        raise ValueError(f"{op}: x has {cnp.PyArray_DIM(x, 1)} channels but w expects "
+                         f"{cnp.PyArray_DIM(w, 1)} (x.shape={(<object>x).shape}, "
+                         f"w.shape={(<object>w).shape})")
+    if cnp.PyArray_TYPE(w) != cnp.PyArray_TYPE(x):
+        raise TypeError(f"{op}: x and w must have the same dtype, got {x.dtype} and {w.dtype}")
+    _window_geom(g, op, (<object>x).shape, (<object>w).shape[2:], stride, padding)
+    f[0] = _as_size(cnp.PyArray_DIM(w, 0), "w.shape[0]", op, 1)
+    if g.c < 1 or g.n < 1:
+        raise ValueError(f"{op}: x must have at least one image and one channel, "
+                         f"got x.shape={(<object>x).shape}")
+    k, l = g.c * g.kh * g.kw, g.oh * g.ow
+    if not _blas.ilp64 and max(k, l) > LIMIT:           # every GEMM size and stride is f, k or l
+        raise ValueError(f"{op}: (K, L) = {(k, l)} is too large for a 32-bit BLAS")
+
+
+cdef cnp.ndarray _check_work(object work, int typenum, int64_t elems, str op):
+    """The caller's scratch: a C-contiguous, writeable 1-D array of at least ``elems`` values."""
+    cdef cnp.ndarray a
+    if work is None:
+        return cnp.PyArray_EMPTY(1, [elems], typenum, 0)
+    if not isinstance(work, cnp.ndarray):
+        raise TypeError(f"{op}: work must be a numpy.ndarray, got {type(work).__name__}")
+    a = <cnp.ndarray>work
+    if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != 1
+            or cnp.PyArray_DIM(a, 0) < elems or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            or not cnp.PyArray_ISALIGNED(a) or not cnp.PyArray_ISWRITEABLE(a)
+            or not cnp.PyArray_ISNOTSWAPPED(a)):
+        raise ValueError(f"{op}: work must be a contiguous, writeable 1-D array of at least "
+                         f"{elems} values of the input's dtype, got shape "
+                         f"{(<object>a).shape} dtype {a.dtype}")
+    return a
+
+
+def conv_work_elems(x_shape, w_shape, stride, padding):
+    """Scratch size (values) ``conv_forward`` / ``conv_backward`` need: one (K, L) per thread."""
+    cdef mc_geom g
+    _window_geom(&g, "conv_work_elems", tuple(x_shape), tuple(w_shape)[2:], stride, padding)
+    return _threads() * g.c * g.kh * g.kw * g.oh * g.ow
+
+
+def conv_forward(x, w, b, stride, padding, out=None, work=None):
+    """out (N, F, OH, OW) = conv2d(x, w) + b, image by image (see csrc/conv_tmpl.h).
+
+    ``out``: optional C-contiguous result buffer; ``work``: optional scratch of at least
+    ``conv_work_elems(...)`` values.  Raises RuntimeError without a BLAS.
+    """
+    cdef cnp.ndarray a = _float_array(x, "x", "conv_forward", 4)
+    cdef cnp.ndarray wa = _float_array(w, "w", "conv_forward", 4)
+    cdef cnp.ndarray ba = None, o, scratch
+    cdef mc_geom g
+    cdef int64_t f
+    cdef cnp.npy_intp dims[4]
+    cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads(), prev
+    cdef const void *bias = NULL
+    if _blas_owner is None:
+        raise RuntimeError("conv_forward: no usable BLAS (see minicnn.kernels._blas)")
+    _conv_geom(&g, &f, "conv_forward", a, wa, stride, padding)
+    if b is not None:
+        ba = _float_array(b, "b", "conv_forward", 1)
+        if cnp.PyArray_DIM(ba, 0) != f or cnp.PyArray_TYPE(ba) != typenum:
+            raise ValueError(f"conv_forward: b must have shape ({f},) and dtype {a.dtype}, got "
+                             f"shape {(<object>ba).shape} dtype {ba.dtype}")
+        bias = cnp.PyArray_DATA(ba)
+    dims[0], dims[1], dims[2], dims[3] = g.n, f, g.oh, g.ow
+    o = _new(4, dims, typenum) if out is None else _check_out(out, 4, dims, typenum, "conv_forward")
+    scratch = _check_work(work, typenum, nt * g.c * g.kh * g.kw * g.oh * g.ow, "conv_forward")
+    with nogil:
+        prev = _blas_get_threads()
+        _blas_set_threads(1)                       # each of our threads runs its own GEMMs
+        if typenum == cnp.NPY_FLOAT32:
+            mc_conv_forward_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(wa),
+                                <const float *>bias, <float *>cnp.PyArray_DATA(o),
+                                <float *>cnp.PyArray_DATA(scratch), f, &g, &_blas, nt)
+        else:
+            mc_conv_forward_f64(<const double *>cnp.PyArray_DATA(a), <const double *>cnp.PyArray_DATA(wa),
+                                <const double *>bias, <double *>cnp.PyArray_DATA(o),
+                                <double *>cnp.PyArray_DATA(scratch), f, &g, &_blas, nt)
+        _blas_set_threads(prev)
+    return o
+
+
+def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=None):
+    """(dx, dw, db) of conv_forward, image by image; dx is None when ``need_dx`` is False.
+
+    ``dx_out``: optional C-contiguous buffer for dx; ``work``: optional scratch of at least
+    ``conv_work_elems(...)`` values.
+    """
+    cdef cnp.ndarray a = _float_array(x, "x", "conv_backward", 4)
+    cdef cnp.ndarray wa = _float_array(w, "w", "conv_backward", 4)
+    cdef cnp.ndarray d = _float_array(dout, "dout", "conv_backward", 4)
+    cdef cnp.ndarray dx = None, dw_parts, db_parts, scratch
+    cdef mc_geom g
+    cdef int64_t f, k, blocks
+    cdef cnp.npy_intp dims[4]
+    cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads(), prev
+    cdef void *dx_data = NULL
+    if _blas_owner is None:
+        raise RuntimeError("conv_backward: no usable BLAS (see minicnn.kernels._blas)")
+    _conv_geom(&g, &f, "conv_backward", a, wa, stride, padding)
+    if cnp.PyArray_TYPE(d) != typenum or (<object>d).shape != (g.n, f, g.oh, g.ow):
+        raise ValueError(f"conv_backward: dout must have shape {(g.n, f, g.oh, g.ow)} and dtype "
+                         f"{a.dtype}, got shape {(<object>d).shape} dtype {d.dtype}")
+    k = g.c * g.kh * g.kw
+    blocks = min(g.n, CONV_BLOCKS)
+    dw_parts = np.empty((blocks, f, k), dtype=a.dtype)
+    db_parts = np.empty((blocks, f), dtype=a.dtype)
+    if need_dx:
+        _nchw_dims(dims, &g, False)
+        dx = _new(4, dims, typenum) if dx_out is None else _check_out(dx_out, 4, dims, typenum,
+                                                                      "conv_backward")
+        dx_data = cnp.PyArray_DATA(dx)
+    scratch = _check_work(work, typenum, nt * k * g.oh * g.ow, "conv_backward")
+    with nogil:
+        prev = _blas_get_threads()
+        _blas_set_threads(1)
+        if typenum == cnp.NPY_FLOAT32:
+            mc_conv_backward_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(wa),
+                                 <const float *>cnp.PyArray_DATA(d), <float *>dx_data,
+                                 <float *>cnp.PyArray_DATA(dw_parts), <float *>cnp.PyArray_DATA(db_parts),
+                                 <float *>cnp.PyArray_DATA(scratch), blocks, f, &g, &_blas, nt)
+        else:
+            mc_conv_backward_f64(<const double *>cnp.PyArray_DATA(a), <const double *>cnp.PyArray_DATA(wa),
+                                 <const double *>cnp.PyArray_DATA(d), <double *>dx_data,
+                                 <double *>cnp.PyArray_DATA(dw_parts), <double *>cnp.PyArray_DATA(db_parts),
+                                 <double *>cnp.PyArray_DATA(scratch), blocks, f, &g, &_blas, nt)
+        _blas_set_threads(prev)
+    # the blocks' partial sums, added in block order
+    dw = dw_parts.sum(axis=0).reshape((<object>wa).shape)
+    return dx, dw, db_parts.sum(axis=0)

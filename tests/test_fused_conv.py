@@ -1,0 +1,217 @@
+"""The fused convolution of the C extension (csrc/conv_tmpl.h) against the loop reference.
+
+It runs a whole layer image by image and calls NumPy's OpenBLAS from its own threads, so
+besides the values (forward, dx, dw, db for random shapes, strides, paddings, both dtypes) the
+tests check what that design could break: the same bits for 1 and 2 threads, the BLAS thread
+count restored afterwards, clear errors on bad arguments, no leaks.
+"""
+import gc
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from minicnn import backend, kernels, reference
+from minicnn import functional as F
+
+try:
+    from minicnn.kernels import _cpu
+except ImportError:
+    _cpu = None
+
+needs_fused = pytest.mark.skipif(not kernels.fused_conv_available(),
+                                 reason="no fused conv (C extension or NumPy's OpenBLAS missing)")
+SETTINGS = settings(max_examples=120, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def _openblas_in_numpy():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return False
+    return any(i.get("internal_api") == "openblas" for i in threadpool_info())
+
+
+def test_fused_conv_present_when_required():
+    """CI (MINICNN_REQUIRE_C=1, NumPy's OpenBLAS wheel) must run the fused kernel, not skip it."""
+    if os.environ.get("MINICNN_REQUIRE_C") != "1" or not _openblas_in_numpy():
+        pytest.skip("MINICNN_REQUIRE_C not set, or NumPy does not use OpenBLAS")
+    assert kernels.fused_conv_available(), "the C extension found no usable OpenBLAS"
+
+
+@pytest.fixture
+def threads():
+    previous = backend.get_num_threads()
+    yield backend.set_num_threads
+    backend.set_num_threads(previous)
+
+
+@st.composite
+def conv_problem(draw):
+    """Random x, w, b, stride, padding whose window fits the padded input."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), 10))
+    w = draw(st.integers(max(1, kw - 2 * pw), 10))
+    n, c, f = draw(st.integers(1, 20)), draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((f, c, kh, kw)).astype(dtype)
+    bias = rng.standard_normal(f).astype(dtype) if draw(st.booleans()) else None
+    return x, weight, bias, stride, (ph, pw)
+
+
+def _tol(dtype):
+    return dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+
+
+@needs_fused
+@SETTINGS
+@given(conv_problem(), st.booleans())
+def test_fused_conv_equals_the_loop_reference(problem, need_dx):
+    x, w, b, stride, padding = problem
+    out = _cpu.conv_forward(x, w, b, stride, padding)
+    ref_out, ref_cache = reference.conv2d_forward(x, w, b, stride, padding)
+    assert out.dtype == x.dtype
+    np.testing.assert_allclose(out, ref_out, **_tol(x.dtype))
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(x.dtype)
+    dx, dw, db = _cpu.conv_backward(dout, x, w, stride, padding, need_dx=need_dx)
+    ref_dx, ref_dw, _ = reference.conv2d_backward(dout, ref_cache)
+    np.testing.assert_allclose(dw, ref_dw, **_tol(x.dtype))
+    # the reference gives no db without a bias; dL/db = sum of dout over n, oh, ow
+    np.testing.assert_allclose(db, dout.sum(axis=(0, 2, 3), dtype=np.float64), **_tol(x.dtype))
+    if need_dx:
+        np.testing.assert_allclose(dx, ref_dx, **_tol(x.dtype))
+    else:
+        assert dx is None
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_and_batched_routes_agree(dtype):
+    """functional.conv2d gives the same gradients on both of its CPU routes."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((37, 6, 13, 11)).astype(dtype)
+    w = rng.standard_normal((8, 6, 3, 3)).astype(dtype)
+    b = rng.standard_normal(8).astype(dtype)
+    dout = rng.standard_normal((37, 8, 7, 11)).astype(dtype)
+    results = []
+    for fused in (True, False):
+        with kernels.use_fused_conv(fused):
+            out, cache = F.conv2d_forward(x, w, b, (2, 1), (1, 1))
+            assert (cache.x_cols is None) == fused
+            results.append((out.copy(), *(g.copy() for g in F.conv2d_backward(dout, cache))))
+    for fused_value, batched_value in zip(*results):
+        np.testing.assert_allclose(fused_value, batched_value, **_tol(dtype))
+
+
+@needs_fused
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_same_bits_for_one_and_two_threads(dtype, threads):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((37, 5, 12, 12)).astype(dtype)     # 37 images: uneven blocks
+    w = rng.standard_normal((7, 5, 3, 3)).astype(dtype)
+    b = rng.standard_normal(7).astype(dtype)
+    dout = rng.standard_normal((37, 7, 12, 12)).astype(dtype)
+    results = []
+    for n in (1, 2):
+        threads(n)
+        out = _cpu.conv_forward(x, w, b, 1, 1)
+        results.append((out, *_cpu.conv_backward(dout, x, w, 1, 1)))
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
+@needs_fused
+def test_blas_thread_count_is_restored(threads):
+    from threadpoolctl import threadpool_info
+    threads(2)
+    x = np.ones((4, 2, 6, 6), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    out = _cpu.conv_forward(x, w, None, 1, 1)
+    _cpu.conv_backward(out, x, w, 1, 1)
+    blas = [i["num_threads"] for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    assert blas and all(n == 2 for n in blas)
+
+
+@needs_fused
+def test_first_layer_without_dx_gives_the_same_weight_gradients():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9, 3, 10, 10))
+    w = rng.standard_normal((4, 3, 5, 5))
+    out = _cpu.conv_forward(x, w, None, 1, 2)
+    _, dw_alone, db_alone = _cpu.conv_backward(out, x, w, 1, 2, need_dx=False)
+    _, dw, db = _cpu.conv_backward(out, x, w, 1, 2)
+    np.testing.assert_array_equal(dw_alone, dw)
+    np.testing.assert_array_equal(db_alone, db)
+
+
+X = np.zeros((2, 3, 8, 8), np.float32)
+W = np.zeros((4, 3, 3, 3), np.float32)
+D = np.zeros((2, 4, 6, 6), np.float32)
+BAD_CALLS = [
+    (lambda: _cpu.conv_forward(X, W[:, :2], None, 1, 0), ValueError, "channels"),
+    (lambda: _cpu.conv_forward(X, W.astype(np.float64), None, 1, 0), TypeError, "dtype"),
+    (lambda: _cpu.conv_forward(X[0], W, None, 1, 0), ValueError, "4-D"),
+    (lambda: _cpu.conv_forward(X, W, np.zeros(3, np.float32), 1, 0), ValueError, "b must"),
+    (lambda: _cpu.conv_forward(X, W, None, 0, 0), ValueError, "stride"),
+    (lambda: _cpu.conv_forward(X, np.zeros((4, 3, 9, 9), np.float32), None, 1, 0), ValueError,
+     "larger"),
+    (lambda: _cpu.conv_forward(X[:0], W, None, 1, 0), ValueError, "at least one image"),
+    (lambda: _cpu.conv_forward(X, W, None, 1, 0, out=np.zeros((2, 4, 6, 5), np.float32)),
+     ValueError, "out"),
+    (lambda: _cpu.conv_forward(X, W, None, 1, 0, work=np.zeros(10, np.float32)), ValueError,
+     "work"),
+    (lambda: _cpu.conv_forward(X, W, None, 1, 0, work=[0.0] * 10 ** 6), TypeError, "work"),
+    (lambda: _cpu.conv_backward(D[:, :3], X, W, 1, 0), ValueError, "dout"),
+    (lambda: _cpu.conv_backward(D.astype(np.float64), X, W, 1, 0), ValueError, "dtype"),
+    (lambda: _cpu.conv_backward(D, X, W, 1, 0, dx_out=np.zeros((2, 3, 8, 8))), ValueError,
+     "out"),
+    (lambda: _cpu.conv_backward(D, X, W, 1, 0, work=np.zeros(27 * 36 - 1, np.float32)),
+     ValueError, "work"),
+]
+
+
+@needs_fused
+@pytest.mark.parametrize("call, error, words", BAD_CALLS, ids=[str(i) for i in range(len(BAD_CALLS))])
+def test_bad_arguments_raise_clear_errors(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+@needs_fused
+def test_set_blas_takes_only_an_openblas():
+    with pytest.raises(TypeError, match="OpenBLAS"):
+        _cpu._set_blas(12345)
+
+
+@needs_fused
+def test_repeated_calls_do_not_leak():
+    x = np.random.default_rng(5).standard_normal((4, 3, 12, 12)).astype(np.float32)
+    w = np.ones((5, 3, 3, 3), np.float32)
+
+    def once():
+        out = _cpu.conv_forward(x, w, np.ones(5, np.float32), 2, 1)
+        _cpu.conv_backward(out, x, w, 2, 1)
+        with pytest.raises(ValueError):
+            _cpu.conv_backward(out[:, :4], x, w, 2, 1)
+
+    for _ in range(50):
+        once()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(500):
+            once()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes still allocated after 500 rounds"
