@@ -59,7 +59,7 @@ int mc_openmp_enabled(void);
                                REAL *work, int64_t f, const mc_geom *g, const mc_blas *blas,    \
                                int num_threads);                                                \
     void mc_conv_backward_##SUF(const REAL *x, const REAL *w, const REAL *dout, REAL *dx,         \
-                                REAL *dw_parts, REAL *db_parts, REAL *work, int64_t blocks,      \
+                                REAL *dwt_parts, REAL *db_parts, REAL *work, int64_t blocks,     \
                                 int64_t f, const mc_geom *g, const mc_blas *blas,                \
                                 int num_threads);
 

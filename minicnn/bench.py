@@ -2,10 +2,12 @@
 
 For every case it times, in one run and side by side:
 
-    numpy    the layer with the NumPy kernels, all threads
-    c-1t     the layer with the C kernels, 1 thread (kernels and BLAS)
-    c-Nt     the layer with the C kernels, all threads
-    torch    PyTorch CPU eager, all threads (when importable)
+    numpy          the layer with the NumPy kernels, all threads
+    c-1t           the layer with the C kernels, 1 thread (kernels and BLAS)
+    c-Nt           the layer with the C kernels, all threads
+    c-Nt-batched   convs only: the C kernels without the fused conv (im2col of a chunk of
+                   images, one multi-threaded NumPy GEMM per chunk), all threads
+    torch          PyTorch CPU eager, all threads (when importable)
 
 median forward and forward+backward times, GFLOP/s and the fraction of the sgemm peak measured
 in the same run (convs), achieved GB/s against a plain large copy (pooling), the ratio to
@@ -183,13 +185,16 @@ def _torch_pool(torch, x, k, s, p, dout):
     return fwd, fwd_bwd
 
 
-def _variants(threads):
-    """(name, kernels, thread count) of the minicnn variants."""
-    out = [("numpy", "numpy", threads)]
+def _variants(threads, conv):
+    """(name, kernels, thread count, fused conv on?) of the minicnn variants."""
+    out = [("numpy", "numpy", threads, True)]
     if kernels.c_extension_available():
-        out.append(("c-1t", "c", 1))
+        out.append(("c-1t", "c", 1, True))
         if threads > 1:
-            out.append((f"c-{threads}t", "c", threads))
+            out.append((f"c-{threads}t", "c", threads, True))
+        with kernels.use_kernels("c"):
+            if conv and kernels.fused_conv_available():
+                out.append((f"c-{threads}t-batched", "c", threads, False))
     return out
 
 
@@ -206,8 +211,8 @@ def run_case(name, repeat, threads, peak, copy_gbs, with_torch=True):
         dout = rng.standard_normal((n, f, oh, oh), dtype=np.float32)
         flop_fwd = 2.0 * n * f * c * k * k * oh * oh
         dx_modes = (True, False) if first else (True,)
-        for vname, kname, nt in _variants(threads):
-            with kernels.use_kernels(kname), _Threads(nt):
+        for vname, kname, nt, fused in _variants(threads, conv=True):
+            with kernels.use_kernels(kname), kernels.use_fused_conv(fused), _Threads(nt):
                 fwd, fb_dx, fb_nodx = _conv_runners(x, weight, bias, p, dout)
                 t_f = timeit(fwd, repeat)
                 for need_dx in dx_modes:
@@ -226,7 +231,7 @@ def run_case(name, repeat, threads, peak, copy_gbs, with_torch=True):
         # bytes moved: fwd reads x, writes out + argmax; bwd reads dout + argmax, writes dx
         bytes_fwd = x.nbytes + 2 * dout.nbytes
         bytes_fb = bytes_fwd + 2 * dout.nbytes + x.nbytes
-        for vname, kname, nt in _variants(threads):
+        for vname, kname, nt, _ in _variants(threads, conv=False):
             with kernels.use_kernels(kname), _Threads(nt):
                 fwd, fb = _pool_runners(x, k, s, p, dout)
                 rows.append(_pool_row(name, vname, timeit(fwd, repeat), timeit(fb, repeat),
@@ -294,9 +299,9 @@ def kernel_timings(name, repeat, threads):
 # ---------------------------------------------------------------- where the time goes
 
 def conv_breakdown(name, repeat, threads):
-    """Stage times (ms) of one conv layer, fwd + bwd with dx, as functional.conv runs them now
-    (C kernels, K-major GEMMs) and as the first version did (NumPy kernels, per-image GEMMs,
-    einsum for dw)."""
+    """Stage times (ms) of one conv layer, fwd + bwd with dx, as functional.conv's batched route
+    runs them (C kernels, K-major GEMMs) and as the first version did (NumPy kernels, per-image
+    GEMMs, einsum for dw); then the whole layer on the batched and on the fused route."""
     from minicnn.functional import conv
     op, n, c, h, w, f, k, s, p, _ = CASES[name]
     if op != "conv":
@@ -327,7 +332,7 @@ def conv_breakdown(name, repeat, threads):
             "gemm_dx": t(lambda: w_mat.T @ dout),
             "col2im": t(lambda: _numpy.col2im(dx_cols, x.shape, ks, st, pd)),
         }
-        # now: K-major columns, one GEMM per chunk, transposes fused with the bias
+        # batched: K-major columns, one GEMM per chunk, transposes fused with the bias
         if kernels.c_extension_available():
             with kernels.use_kernels("c"):
                 cols_k = np.empty((kk, n, hw), np.float32)
@@ -338,7 +343,7 @@ def conv_breakdown(name, repeat, threads):
                 d_k = np.empty((f, n * hw), np.float32)
                 dx_k = np.empty((kk, n * hw), np.float32)
                 np.matmul(w_mat.T, dout.transpose(1, 0, 2).reshape(f, -1), out=dx_k)
-                stages["now"] = {
+                stages["batched"] = {
                     "im2col": t(lambda: kernels.im2col(x, ks, st, pd, out=view)),
                     "gemm_fwd": t(lambda: np.matmul(w_mat, cols_k.reshape(kk, -1), out=out_k)),
                     "layout+bias": t(lambda: np.add(out_k.reshape(f, n, hw).transpose(1, 0, 2),
@@ -350,8 +355,11 @@ def conv_breakdown(name, repeat, threads):
                     "col2im": t(lambda: kernels.col2im(dx_k.reshape(kk, n, hw).transpose(1, 0, 2),
                                                        x.shape, ks, st, pd)),
                 }
-        stages["layer_fwd_bwd"] = t(lambda: F.conv2d_backward(
-            dout.reshape(n, f, oh, oh), F.conv2d_forward(x, weight, bias, s, p)[1]))
+        def layer():
+            F.conv2d_backward(dout.reshape(n, f, oh, oh), F.conv2d_forward(x, weight, bias, s, p)[1])
+        with kernels.use_fused_conv(False):
+            stages["layer_batched"] = t(layer)
+        stages["layer_fused"] = t(layer)
     conv.clear_workspace()
     return stages
 
@@ -359,11 +367,12 @@ def conv_breakdown(name, repeat, threads):
 def breakdown_table(breakdowns):
     lines = ["| case | version | " + "stage ms (sum) |", "|---|---|---|"]
     for case, st in breakdowns.items():
-        for version in ("before", "now"):
+        for version in ("before", "batched"):
             if version in st:
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in st[version].items())
                 lines.append(f"| {case} | {version} | {parts} (sum {sum(st[version].values()):.2f}) |")
-        lines.append(f"| {case} | layer now | conv2d fwd+bwd {st['layer_fwd_bwd']:.2f} |")
+        lines.append(f"| {case} | layer | conv2d fwd+bwd: batched {st['layer_batched']:.2f}, "
+                     f"fused {st['layer_fused']:.2f} |")
     return "\n".join(lines)
 
 

@@ -72,10 +72,10 @@ cdef extern from "minicnn_kernels.h" nogil:
     void mc_conv_forward_f64(const double *x, const double *w, const double *bias, double *out,
                              double *work, int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
     void mc_conv_backward_f32(const float *x, const float *w, const float *dout, float *dx,
-                              float *dw_parts, float *db_parts, float *work, int64_t blocks,
+                              float *dwt_parts, float *db_parts, float *work, int64_t blocks,
                               int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
     void mc_conv_backward_f64(const double *x, const double *w, const double *dout, double *dx,
-                              double *dw_parts, double *db_parts, double *work, int64_t blocks,
+                              double *dwt_parts, double *db_parts, double *work, int64_t blocks,
                               int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
 
 # Every size, kernel, stride and padding must stay below this so no index arithmetic in C
@@ -727,7 +727,7 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
     cdef cnp.ndarray a = _float_array(x, "x", "conv_backward", 4)
     cdef cnp.ndarray wa = _float_array(w, "w", "conv_backward", 4)
     cdef cnp.ndarray d = _float_array(dout, "dout", "conv_backward", 4)
-    cdef cnp.ndarray dx = None, dw_parts, db_parts, scratch
+    cdef cnp.ndarray dx = None, dwt_parts, db_parts, scratch
     cdef mc_geom g
     cdef int64_t f, k, blocks
     cdef cnp.npy_intp dims[4]
@@ -741,7 +741,7 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
                          f"{a.dtype}, got shape {(<object>d).shape} dtype {d.dtype}")
     k = g.c * g.kh * g.kw
     blocks = min(g.n, CONV_BLOCKS)
-    dw_parts = np.empty((blocks, f, k), dtype=a.dtype)
+    dwt_parts = np.empty((blocks, k, f), dtype=a.dtype)          # dW^T of each block
     db_parts = np.empty((blocks, f), dtype=a.dtype)
     if need_dx:
         _nchw_dims(dims, &g, False)
@@ -755,14 +755,14 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
         if typenum == cnp.NPY_FLOAT32:
             mc_conv_backward_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(wa),
                                  <const float *>cnp.PyArray_DATA(d), <float *>dx_data,
-                                 <float *>cnp.PyArray_DATA(dw_parts), <float *>cnp.PyArray_DATA(db_parts),
+                                 <float *>cnp.PyArray_DATA(dwt_parts), <float *>cnp.PyArray_DATA(db_parts),
                                  <float *>cnp.PyArray_DATA(scratch), blocks, f, &g, &_blas, nt)
         else:
             mc_conv_backward_f64(<const double *>cnp.PyArray_DATA(a), <const double *>cnp.PyArray_DATA(wa),
                                  <const double *>cnp.PyArray_DATA(d), <double *>dx_data,
-                                 <double *>cnp.PyArray_DATA(dw_parts), <double *>cnp.PyArray_DATA(db_parts),
+                                 <double *>cnp.PyArray_DATA(dwt_parts), <double *>cnp.PyArray_DATA(db_parts),
                                  <double *>cnp.PyArray_DATA(scratch), blocks, f, &g, &_blas, nt)
         _blas_set_threads(prev)
-    # the blocks' partial sums, added in block order
-    dw = dw_parts.sum(axis=0).reshape((<object>wa).shape)
+    # the blocks' partial sums, added in block order; dW = (dW^T)^T, as a contiguous copy
+    dw = np.ascontiguousarray(dwt_parts.sum(axis=0).T).reshape((<object>wa).shape)
     return dx, dw, db_parts.sum(axis=0)
