@@ -1,4 +1,4 @@
-"""Where a training step's time goes, layer by layer (cases F and G of DESIGN.md).
+"""Where a training step's time goes, layer by layer (cases F and G of DESIGN.md, fashion_net).
 
 Times each layer's forward and backward, the loss and the SGD update, as medians over many steps
 after a warm-up, in the order the step runs them.  A layer's time here includes what it pays for
@@ -7,6 +7,7 @@ layer), which the kernel benchmark, timing each op alone, does not see.
 
     python benchmarks/profile_step.py F
     python benchmarks/profile_step.py G --steps 20
+    python benchmarks/profile_step.py fashion_net     # the compact BN net, batch 128
 """
 import argparse
 import os
@@ -21,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minicnn import models, optim  # noqa: E402
 from minicnn.losses import softmax_cross_entropy  # noqa: E402
 
-CASES = {"F": ("lenet5", 128, (1, 28, 28)), "G": ("cifar_convnet", 64, (3, 32, 32))}
+CASES = {"F": ("lenet5", 128, (1, 28, 28)), "G": ("cifar_convnet", 64, (3, 32, 32)),
+         "fashion_net": ("fashion_net", 128, (1, 28, 28))}
 
 
 def _timed(fn, *args):

@@ -52,6 +52,15 @@ int mc_openmp_enabled(void);
     void mc_sgd_step_##SUF(REAL *p, const REAL *g, REAL *buf, int64_t n, REAL lr, REAL momentum, \
                            REAL dampening_keep, REAL weight_decay, int nesterov, int first,      \
                            int num_threads);                                                    \
+    void mc_channel_stats_##SUF(const REAL *x, int64_t n, int64_t c, int64_t s, REAL *mean,     \
+                                REAL *var, int num_threads);                                    \
+    void mc_batchnorm_apply_##SUF(const REAL *x, const REAL *mean, const REAL *inv_std,         \
+                                  const REAL *gamma, const REAL *beta, REAL *xhat, REAL *out,    \
+                                  int64_t n, int64_t c, int64_t s, int num_threads);            \
+    void mc_batchnorm_backward_##SUF(const REAL *dout, const REAL *xhat, const REAL *gamma,     \
+                                     const REAL *inv_std, int batch_stats, REAL *dx,            \
+                                     REAL *dgamma, REAL *dbeta, int64_t n, int64_t c, int64_t s, \
+                                     int num_threads);                                          \
     void mc_matmul_##SUF(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,              \
                          const REAL *a, int64_t lda, const REAL *b, int64_t ldb, REAL *c,        \
                          int64_t ldc, const mc_blas *blas, int num_threads);                    \

@@ -141,10 +141,23 @@ def info():
         "numpy": np.__version__,
         "kernels": kernels.cpu_kernel_name(),
         "openmp": kernels.openmp_enabled(),
+        "fused": _fused_conv_summary(kernels),
         "threads": get_num_threads(),
         "blas": blas_info(),
         "gpu": gpu,
     }
+
+
+def _fused_conv_summary(kernels):
+    """Whether conv / linear layers run as one C call each, and with which BLAS."""
+    if kernels.fused_conv_available():
+        return (f"yes: conv and linear GEMMs run from the kernels' threads "
+                f"({kernels.fused_conv_blas()})")
+    if kernels.cpu_kernel_name() != "c":
+        return "no (NumPy kernels)"
+    if os.environ.get("MINICNN_FUSED_CONV") == "0":
+        return "no (MINICNN_FUSED_CONV=0)"
+    return "no: NumPy's BLAS is not an OpenBLAS minicnn can call (batched NumPy GEMMs instead)"
 
 
 def _gpu_summary():

@@ -193,3 +193,83 @@ def test_matmul_leaves_what_it_cannot_take_to_numpy():
 def test_matmul_bad_arguments(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+# ---------------------------------------------------------------- batch normalization
+
+def _batchnorm_both_ways(shape, dtype, training, seed=0):
+    """forward + backward of batchnorm (2d or 1d by the shape) with the C and NumPy kernels."""
+    from minicnn import functional as F
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = (3 * rng.standard_normal(shape) + 1).astype(dtype)
+    gamma, beta = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    forward = F.batchnorm2d_forward if len(shape) == 4 else F.batchnorm1d_forward
+    backward = F.batchnorm2d_backward if len(shape) == 4 else F.batchnorm1d_backward
+    running_start = [rng.random(c).astype(dtype), (rng.random(c) + 0.5).astype(dtype)]
+    results = []
+    for choice in ("c", "numpy"):
+        running = [r.copy() for r in running_start]              # updated in place (training)
+        with kernels.use_kernels(choice):
+            out, cache = forward(x, gamma, beta, *running, training=training)
+            grads = backward(dout, cache)
+        results.append((out.copy(), *(g.copy() for g in grads), running))
+    return results
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(16, 5, 7, 9), (33, 12)], ids=["2d", "1d"])
+def test_batchnorm_in_c_equals_the_numpy_formulas(shape, dtype, training):
+    (c_out, c_dx, c_dg, c_db, c_running), (n_out, n_dx, n_dg, n_db, n_running) = \
+        _batchnorm_both_ways(shape, dtype, training)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    for got, want in [(c_out, n_out), (c_dx, n_dx), (c_dg, n_dg), (c_db, n_db),
+                      *zip(c_running, n_running)]:
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, **tol)
+
+
+@needs_c
+def test_channel_stats_are_accurate_for_a_large_mean():
+    """Two passes in double: the variance survives a mean 1e4 times the spread."""
+    x = (1e4 + np.random.default_rng(0).standard_normal((64, 3, 10, 10))).astype(np.float32)
+    mean, var = _cpu.channel_stats(x)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mean, x64.mean(axis=(0, 2, 3)), rtol=1e-7)
+    np.testing.assert_allclose(var, x64.var(axis=(0, 2, 3)), rtol=1e-6)
+
+
+@needs_c
+def test_batchnorm_same_bits_for_one_and_two_threads(threads):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((32, 16, 12, 12)).astype(np.float32)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    gamma, beta = rng.standard_normal(16).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    results = []
+    for n in (1, 2):
+        threads(n)
+        mean, var = _cpu.channel_stats(x)
+        inv_std = (1 / np.sqrt(var + 1e-5)).astype(np.float32)
+        xhat, out = _cpu.batchnorm_apply(x, mean, inv_std, gamma, beta)
+        results.append((mean, var, xhat, out, *_cpu.batchnorm_backward(dout, xhat, gamma, inv_std, True)))
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
+@needs_c
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: _cpu.channel_stats(np.ones(5, np.float32)), ValueError, "N, C"),
+    (lambda: _cpu.channel_stats(np.ones((0, 3), np.float32)), ValueError, "no values"),
+    (lambda: _cpu.batchnorm_apply(np.ones((2, 3, 4)), np.ones(2), np.ones(3), np.ones(3), np.ones(3)),
+     ValueError, "mean"),
+    (lambda: _cpu.batchnorm_apply(np.ones((2, 3, 4)), np.ones(3, np.float32), np.ones(3), np.ones(3),
+                                  np.ones(3)), ValueError, "dtype"),
+    (lambda: _cpu.batchnorm_backward(np.ones((2, 3, 4)), np.ones((2, 3, 5)), np.ones(3), np.ones(3), True),
+     ValueError, "xhat"),
+])
+def test_batchnorm_bad_arguments(call, error, words):
+    with pytest.raises(error, match=words):
+        call()

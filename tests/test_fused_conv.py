@@ -215,3 +215,20 @@ def test_repeated_calls_do_not_leak():
     finally:
         tracemalloc.stop()
     assert grown < 64 * 1024, f"{grown} bytes still allocated after 500 rounds"
+
+
+def test_info_says_whether_the_fused_kernels_run():
+    line = backend.info()["fused"]
+    assert line.startswith("yes" if kernels.fused_conv_available() else "no"), line
+
+
+@needs_fused
+def test_environment_variable_switches_the_fused_kernels_off():
+    import subprocess
+    import sys
+    code = ("import minicnn.kernels as k, minicnn.backend as b; "
+            "print(k.fused_conv_available(), b.info()['fused'])")
+    env = dict(os.environ, MINICNN_FUSED_CONV="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("False no (MINICNN_FUSED_CONV=0)"), out

@@ -9,11 +9,17 @@ Training uses the batch statistics and updates the running ones in place, as PyT
     running_mean = (1 - m) * running_mean + m * mu
     running_var  = (1 - m) * running_var  + m * var * M / (M - 1)      (unbiased)
 Evaluation normalises with the running statistics instead.
+
+With the C extension, CPU arrays take the same formulas in csrc/batchnorm_tmpl.h: one thread per
+channel, that channel's values visited while they are in cache (NumPy makes a pass over all of x
+per operation), sums in double.
 """
 from typing import NamedTuple, Tuple
 
+from minicnn import kernels
 from minicnn.backend import get_array_module
 from minicnn.functional._checks import as_float_array, check_dout, same_dtype, shape_is
+from minicnn.functional._workspace import workspace
 
 
 class BatchNormCache(NamedTuple):
@@ -38,12 +44,16 @@ def _batchnorm_forward(op, x, gamma, beta, running_mean, running_var, training, 
     bshape = (1, num_features) + (1,) * (ndim - 2)       # broadcast per-channel vectors over x
     count = x.size // num_features                        # M
 
+    in_c = kernels.elementwise_in_c(x)
     if training:
         if count < 2:
             raise ValueError(f"{op}: training needs more than one value per channel "
                              f"(x.shape={tuple(x.shape)})")
-        mean = x.mean(axis=axes)
-        var = x.var(axis=axes)                            # biased: used to normalise
+        if in_c:
+            mean, var = kernels.channel_stats(x)
+        else:
+            mean = x.mean(axis=axes)
+            var = x.var(axis=axes)                        # biased: used to normalise
         running_mean *= 1 - momentum
         running_mean += momentum * mean
         running_var *= 1 - momentum
@@ -52,8 +62,13 @@ def _batchnorm_forward(op, x, gamma, beta, running_mean, running_var, training, 
         mean, var = running_mean, running_var
 
     inv_std = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False).reshape(bshape)
-    xhat = (x - mean.reshape(bshape)) * inv_std
-    out = gamma.reshape(bshape) * xhat + beta.reshape(bshape)
+    if in_c:
+        xhat = workspace.recycled(x.shape, x.dtype)
+        out = workspace.recycled(x.shape, x.dtype)
+        kernels.batchnorm_apply(x, mean, inv_std, gamma, beta, xhat=xhat, out=out)
+    else:
+        xhat = (x - mean.reshape(bshape)) * inv_std
+        out = gamma.reshape(bshape) * xhat + beta.reshape(bshape)
     return out, BatchNormCache(xhat, inv_std, gamma.reshape(bshape), axes, training)
 
 
@@ -66,6 +81,9 @@ def _batchnorm_backward(op, dout, cache):
     """
     xhat, inv_std, gamma, axes, training = cache
     dout = check_dout(dout, xhat.shape, xhat.dtype, op)
+    if kernels.elementwise_in_c(dout):
+        dx = workspace.recycled(dout.shape, dout.dtype)
+        return kernels.batchnorm_backward(dout, xhat, gamma, inv_std, training, dx=dx)
     dbeta = dout.sum(axis=axes)
     dgamma = (dout * xhat).sum(axis=axes)
     dxhat = dout * gamma

@@ -35,6 +35,8 @@ and one-pass elementwise loops for CPU float arrays when ``elementwise_in_c(x)``
 
     relu_forward(x, out=None); relu_backward(dout, out, dx=None)
     sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)   in place
+    channel_stats(x) -> (mean, var);  batchnorm_apply(x, mean, inv_std, gamma, beta) -> (xhat, out)
+    batchnorm_backward(dout, xhat, gamma, inv_std, batch_stats) -> (dx, dgamma, dbeta)
 
 Both keep NumPy's OpenBLAS on one thread and run it from the kernels' OpenMP threads: a BLAS
 thread pool woken beside those threads keeps spinning on the cores they need (measured:
@@ -84,13 +86,16 @@ def _import_cpu_kernels():
 
 def _connect_blas(module):
     """Give the C extension NumPy's OpenBLAS for its fused convolution, if it can be found."""
-    if module is not None:
-        from minicnn.kernels._blas import find_numpy_openblas
-        module._set_blas(find_numpy_openblas())
+    if module is None:
+        return None
+    from minicnn.kernels._blas import find_numpy_openblas
+    openblas = find_numpy_openblas()
+    module._set_blas(openblas)
+    return openblas
 
 
 _cpu = _import_cpu_kernels()
-_connect_blas(_cpu)
+_openblas = _connect_blas(_cpu)
 
 _choice = os.environ.get("MINICNN_KERNELS", "auto").lower()
 _warned = False
@@ -172,6 +177,11 @@ def fused_conv_available():
     return _fused_conv_on and cpu_kernel_name() == "c" and _cpu.fused_conv_available()
 
 
+def fused_conv_blas():
+    """A line on the BLAS the fused kernels call (library file, integer size), or None."""
+    return None if _openblas is None else _openblas.describe()
+
+
 @contextlib.contextmanager
 def use_fused_conv(enabled):
     """Temporarily switch the fused convolution off (False) or back on (for tests, benchmarks)."""
@@ -219,6 +229,18 @@ def relu_backward(dout, out, dx=None):
 
 def sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
     return _cpu.sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first)
+
+
+def channel_stats(x):
+    return _cpu.channel_stats(x)
+
+
+def batchnorm_apply(x, mean, inv_std, gamma, beta, xhat=None, out=None):
+    return _cpu.batchnorm_apply(x, mean, inv_std, gamma, beta, xhat=xhat, out=out)
+
+
+def batchnorm_backward(dout, xhat, gamma, inv_std, batch_stats, dx=None):
+    return _cpu.batchnorm_backward(dout, xhat, gamma, inv_std, batch_stats, dx=dx)
 
 
 def conv_work_elems(x_shape, w_shape, stride, padding):

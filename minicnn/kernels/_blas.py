@@ -39,6 +39,10 @@ class OpenBLAS:
         # INTERFACE64 builds take 64-bit ints; their config string says USE64BITINT
         self.ilp64 = "USE64BITINT" in self.config
 
+    def describe(self):
+        ints = "64-bit" if self.ilp64 else "32-bit"
+        return f"{os.path.basename(self.filepath)}, {ints} ints"
+
 
 def _numpy_openblas_path():
     """File of the OpenBLAS NumPy uses (threadpoolctl), or None."""

@@ -61,6 +61,24 @@ cdef extern from "minicnn_kernels.h" nogil:
     void mc_sgd_step_f64(double *p, const double *g, double *buf, int64_t n, double lr,
                          double momentum, double dampening_keep, double weight_decay,
                          int nesterov, int first, int nt)
+    void mc_channel_stats_f32(const float *x, int64_t n, int64_t c, int64_t s, float *mean,
+                              float *var, int nt)
+    void mc_channel_stats_f64(const double *x, int64_t n, int64_t c, int64_t s, double *mean,
+                              double *var, int nt)
+    void mc_batchnorm_apply_f32(const float *x, const float *mean, const float *inv_std,
+                                const float *gamma, const float *beta, float *xhat, float *out,
+                                int64_t n, int64_t c, int64_t s, int nt)
+    void mc_batchnorm_apply_f64(const double *x, const double *mean, const double *inv_std,
+                                const double *gamma, const double *beta, double *xhat,
+                                double *out, int64_t n, int64_t c, int64_t s, int nt)
+    void mc_batchnorm_backward_f32(const float *dout, const float *xhat, const float *gamma,
+                                   const float *inv_std, int batch_stats, float *dx,
+                                   float *dgamma, float *dbeta, int64_t n, int64_t c, int64_t s,
+                                   int nt)
+    void mc_batchnorm_backward_f64(const double *dout, const double *xhat, const double *gamma,
+                                   const double *inv_std, int batch_stats, double *dx,
+                                   double *dgamma, double *dbeta, int64_t n, int64_t c,
+                                   int64_t s, int nt)
     void mc_matmul_f32(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
                        int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
                        const mc_blas *blas, int nt)
@@ -537,6 +555,107 @@ def sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
             mc_sgd_step_f64(<double *>cnp.PyArray_DATA(pa), <const double *>cnp.PyArray_DATA(ga),
                             <double *>buf_data, n, c_lr, c_momentum, keep, c_wd, nest,
                             first_step, nt)
+
+
+# ---------------------------------------------------------------- batch normalization
+#
+# x is viewed as (N, C, S): N = x.shape[0], C = x.shape[1], S = the rest (H*W, or 1).
+
+cdef void _ncs(cnp.ndarray x, str op, int64_t *n, int64_t *c, int64_t *s) except *:
+    if cnp.PyArray_NDIM(x) < 2:
+        raise ValueError(f"{op}: x must be (N, C, ...), got x.shape={(<object>x).shape}")
+    n[0], c[0] = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
+    s[0] = cnp.PyArray_SIZE(x) // (n[0] * c[0]) if n[0] * c[0] > 0 else 0
+
+
+cdef cnp.ndarray _channel_vector(object v, cnp.ndarray like, int64_t c, str name, str op):
+    """v as a contiguous vector of c values of like's dtype (any shape holding c values)."""
+    if not isinstance(v, cnp.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(v).__name__}")
+    if (<cnp.ndarray>v).size != c or (<cnp.ndarray>v).dtype != like.dtype:
+        raise ValueError(f"{op}: {name} must hold {c} values (one per channel) of dtype "
+                         f"{like.dtype}, got shape {v.shape} dtype {v.dtype}")
+    return _any_float(np.ravel(v), name, op)
+
+
+def channel_stats(x):
+    """Per-channel mean and biased variance of x (N, C, ...) over all axes but 1: (mean, var)."""
+    cdef cnp.ndarray a = _any_float(x, "x", "channel_stats")
+    cdef int64_t n, c, s
+    cdef int nt = _threads()
+    cdef cnp.ndarray mean, var
+    _ncs(a, "channel_stats", &n, &c, &s)
+    if n * s == 0:
+        raise ValueError(f"channel_stats: x has no values per channel (x.shape={x.shape})")
+    mean, var = np.empty(c, dtype=a.dtype), np.empty(c, dtype=a.dtype)
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        with nogil:
+            mc_channel_stats_f32(<const float *>cnp.PyArray_DATA(a), n, c, s,
+                                 <float *>cnp.PyArray_DATA(mean), <float *>cnp.PyArray_DATA(var), nt)
+    else:
+        with nogil:
+            mc_channel_stats_f64(<const double *>cnp.PyArray_DATA(a), n, c, s,
+                                 <double *>cnp.PyArray_DATA(mean), <double *>cnp.PyArray_DATA(var), nt)
+    return mean, var
+
+
+def batchnorm_apply(x, mean, inv_std, gamma, beta, xhat=None, out=None):
+    """xhat = (x - mean) * inv_std and out = gamma * xhat + beta, per channel: (xhat, out)."""
+    cdef cnp.ndarray a = _any_float(x, "x", "batchnorm_apply")
+    cdef int64_t n, c, s
+    cdef int nt = _threads()
+    _ncs(a, "batchnorm_apply", &n, &c, &s)
+    cdef cnp.ndarray m = _channel_vector(mean, a, c, "mean", "batchnorm_apply")
+    cdef cnp.ndarray k = _channel_vector(inv_std, a, c, "inv_std", "batchnorm_apply")
+    cdef cnp.ndarray g = _channel_vector(gamma, a, c, "gamma", "batchnorm_apply")
+    cdef cnp.ndarray b = _channel_vector(beta, a, c, "beta", "batchnorm_apply")
+    cdef cnp.ndarray h = (np.empty_like(a) if xhat is None
+                          else _same_as(xhat, a, "xhat", "batchnorm_apply", True))
+    cdef cnp.ndarray o = (np.empty_like(a) if out is None
+                          else _same_as(out, a, "out", "batchnorm_apply", True))
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        with nogil:
+            mc_batchnorm_apply_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(m),
+                                   <const float *>cnp.PyArray_DATA(k), <const float *>cnp.PyArray_DATA(g),
+                                   <const float *>cnp.PyArray_DATA(b), <float *>cnp.PyArray_DATA(h),
+                                   <float *>cnp.PyArray_DATA(o), n, c, s, nt)
+    else:
+        with nogil:
+            mc_batchnorm_apply_f64(<const double *>cnp.PyArray_DATA(a), <const double *>cnp.PyArray_DATA(m),
+                                   <const double *>cnp.PyArray_DATA(k), <const double *>cnp.PyArray_DATA(g),
+                                   <const double *>cnp.PyArray_DATA(b), <double *>cnp.PyArray_DATA(h),
+                                   <double *>cnp.PyArray_DATA(o), n, c, s, nt)
+    return h, o
+
+
+def batchnorm_backward(dout, xhat, gamma, inv_std, batch_stats, dx=None):
+    """(dx, dgamma, dbeta) of batch normalization; see csrc/batchnorm_tmpl.h."""
+    cdef cnp.ndarray d = _any_float(dout, "dout", "batchnorm_backward")
+    cdef int64_t n, c, s
+    cdef int nt = _threads(), stats = 1 if batch_stats else 0
+    cdef cnp.ndarray dgamma, dbeta
+    _ncs(d, "batchnorm_backward", &n, &c, &s)
+    cdef cnp.ndarray h = _same_as(xhat, d, "xhat", "batchnorm_backward", False)
+    cdef cnp.ndarray g = _channel_vector(gamma, d, c, "gamma", "batchnorm_backward")
+    cdef cnp.ndarray k = _channel_vector(inv_std, d, c, "inv_std", "batchnorm_backward")
+    cdef cnp.ndarray r = (np.empty_like(d) if dx is None
+                          else _same_as(dx, d, "dx", "batchnorm_backward", True))
+    dgamma, dbeta = np.empty(c, dtype=d.dtype), np.empty(c, dtype=d.dtype)
+    if cnp.PyArray_TYPE(d) == cnp.NPY_FLOAT32:
+        with nogil:
+            mc_batchnorm_backward_f32(<const float *>cnp.PyArray_DATA(d), <const float *>cnp.PyArray_DATA(h),
+                                      <const float *>cnp.PyArray_DATA(g), <const float *>cnp.PyArray_DATA(k),
+                                      stats, <float *>cnp.PyArray_DATA(r),
+                                      <float *>cnp.PyArray_DATA(dgamma), <float *>cnp.PyArray_DATA(dbeta),
+                                      n, c, s, nt)
+    else:
+        with nogil:
+            mc_batchnorm_backward_f64(<const double *>cnp.PyArray_DATA(d), <const double *>cnp.PyArray_DATA(h),
+                                      <const double *>cnp.PyArray_DATA(g), <const double *>cnp.PyArray_DATA(k),
+                                      stats, <double *>cnp.PyArray_DATA(r),
+                                      <double *>cnp.PyArray_DATA(dgamma), <double *>cnp.PyArray_DATA(dbeta),
+                                      n, c, s, nt)
+    return r, dgamma, dbeta
 
 
 # ---------------------------------------------------------------- fused convolution
