@@ -141,6 +141,36 @@ def test_blas_thread_count_is_restored(threads):
 
 
 @needs_fused
+def test_blas_thread_count_survives_calls_from_several_python_threads(threads):
+    """Overlapping fused calls (the GIL is released inside) must not leave the BLAS at 1 thread."""
+    import threading
+    from threadpoolctl import threadpool_info
+    threads(2)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((16, 8, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    errors = []
+
+    def work():
+        try:
+            for _ in range(30):
+                out = _cpu.conv_forward(x, w, None, 1, 1)
+                _cpu.conv_backward(out, x, w, 1, 1)
+                _cpu.matmul(x.reshape(16, -1), x.reshape(16, -1), trans_b=True)
+        except Exception as exc:                         # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work) for _ in range(3)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert not errors
+    blas = [i["num_threads"] for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    assert blas and all(n == 2 for n in blas)
+
+
+@needs_fused
 def test_first_layer_without_dx_gives_the_same_weight_gradients():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((9, 3, 10, 10))

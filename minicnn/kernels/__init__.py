@@ -27,8 +27,9 @@ NumPy links from its own threads; ``fused_conv_available()`` says whether it fou
 (OpenBLAS; see ``_blas``):
 
     conv_forward(x, w, b, stride, padding, out=None, work=None)     -> out (N, F, OH, OW)
-    conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=None) -> (dx, dw, db)
-    conv_work_elems(x_shape, w_shape, stride, padding)     -> scratch size for ``work``
+    conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=None)
+                                                                    -> (dx, dw, db)
+    conv_work_elems(x_shape, w_shape, stride, padding)              -> scratch size for ``work``
     matmul(a, b)                                                    -> a @ b (2-D), same threads
 
 and one-pass elementwise loops for CPU float arrays when ``elementwise_in_c(x)``:
@@ -38,9 +39,10 @@ and one-pass elementwise loops for CPU float arrays when ``elementwise_in_c(x)``
     channel_stats(x) -> (mean, var);  batchnorm_apply(x, mean, inv_std, gamma, beta) -> (xhat, out)
     batchnorm_backward(dout, xhat, gamma, inv_std, batch_stats) -> (dx, dgamma, dbeta)
 
-Both keep NumPy's OpenBLAS on one thread and run it from the kernels' OpenMP threads: a BLAS
-thread pool woken beside those threads keeps spinning on the cores they need (measured:
-a train step 30 % slower; see benchmarks/NOTES.md).
+The conv and matmul kernels keep NumPy's OpenBLAS on one thread and call it from the kernels'
+OpenMP threads: a BLAS thread pool woken beside those threads keeps spinning on the cores they
+need (measured: a train step 30 % slower; see benchmarks/NOTES.md).  ``MINICNN_FUSED_CONV=0``
+switches them off.
 
 Choose the CPU implementation with ``MINICNN_KERNELS=numpy`` (environment) or
 ``use_kernels("numpy")`` (context manager, for tests and benchmarks).
@@ -169,6 +171,18 @@ def maxpool_backward(dout, argmax, x_shape):
     return _module_for(dout).maxpool_backward(dout, argmax, tuple(x_shape))
 
 
+def avgpool_forward(x, kernel_size, stride, padding):
+    return _module_for(x).avgpool_forward(x, kernel_size, stride, padding)
+
+
+def avgpool_backward(dout, x_shape, kernel_size, stride, padding):
+    return _module_for(dout).avgpool_backward(dout, tuple(x_shape), kernel_size, stride, padding)
+
+
+# ---------------------------------------------------------------- beyond im2col and pooling
+# (C extension only; the callers in minicnn.functional and minicnn.optim keep the NumPy
+# formulas for everything else)
+
 _fused_conv_on = True
 
 
@@ -215,7 +229,7 @@ def matmul(a, b):
 
 
 def elementwise_in_c(x):
-    """True when x is a NumPy array whose elementwise ops (ReLU, SGD) the C extension runs."""
+    """True when x is a NumPy array whose ReLU, SGD step and batch norm the C extension runs."""
     return isinstance(x, np.ndarray) and cpu_kernel_name() == "c"
 
 
@@ -245,11 +259,3 @@ def batchnorm_backward(dout, xhat, gamma, inv_std, batch_stats, dx=None):
 
 def conv_work_elems(x_shape, w_shape, stride, padding):
     return _cpu.conv_work_elems(x_shape, w_shape, stride, padding)
-
-
-def avgpool_forward(x, kernel_size, stride, padding):
-    return _module_for(x).avgpool_forward(x, kernel_size, stride, padding)
-
-
-def avgpool_backward(dout, x_shape, kernel_size, stride, padding):
-    return _module_for(dout).avgpool_backward(dout, tuple(x_shape), kernel_size, stride, padding)

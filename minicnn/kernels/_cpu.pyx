@@ -1,6 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """C99 + OpenMP kernels (csrc/) behind the signatures of ``minicnn.kernels``.
 
+Besides im2col / col2im and pooling: the fused conv layer and a threaded matmul (they call the
+OpenBLAS NumPy links, handed over by ``_set_blas``), and one-pass ReLU, SGD and batch-norm loops.
+
 Each wrapper validates its arguments cheaply (a few integer comparisons), makes non-contiguous
 input contiguous, allocates the result, and calls the C kernel with the GIL released and the
 thread count of ``minicnn.backend.get_num_threads()``.  Bad arguments raise ``TypeError`` /
@@ -671,6 +674,8 @@ cdef mc_blas _blas
 cdef set_threads_fn _blas_set_threads = NULL
 cdef get_threads_fn _blas_get_threads = NULL
 cdef object _blas_owner = None                      # keeps the library object alive
+cdef int _blas_users = 0                            # fused calls running now (any thread)
+cdef int _blas_threads_saved = 1                    # the BLAS's thread count before the first
 
 # Blocks of images whose dW and db are summed separately (then added in block order): a
 # function of N only, so the result does not depend on the thread count.
@@ -695,6 +700,24 @@ def _set_blas(openblas):
     _blas_owner = openblas
 
 
+cdef void _blas_single_thread_enter() noexcept:
+    """Before a fused call, with the GIL held: the first of the running calls sets the BLAS to
+    one thread (each of our threads runs its own GEMMs); the last one to leave restores it, so
+    calls overlapping from several Python threads never leave the BLAS at one thread."""
+    global _blas_users, _blas_threads_saved
+    if _blas_users == 0:
+        _blas_threads_saved = _blas_get_threads()
+        _blas_set_threads(1)
+    _blas_users += 1
+
+
+cdef void _blas_single_thread_exit() noexcept:
+    global _blas_users
+    _blas_users -= 1
+    if _blas_users == 0:
+        _blas_set_threads(_blas_threads_saved)
+
+
 def fused_conv_available():
     """True when conv_forward / conv_backward can run (a usable BLAS was found)."""
     return _blas_owner is not None
@@ -710,7 +733,7 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None):
     cdef cnp.ndarray ba = _float_array(b, "b", "matmul", 2)
     cdef cnp.ndarray o
     cdef cnp.npy_intp dims[2]
-    cdef int typenum = cnp.PyArray_TYPE(aa), nt = _threads(), prev
+    cdef int typenum = cnp.PyArray_TYPE(aa), nt = _threads()
     cdef int ta = 1 if trans_a else 0, tb = 1 if trans_b else 0
     cdef int64_t m, n, k, kb, lda, ldb
     if _blas_owner is None:
@@ -737,9 +760,8 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None):
     if k == 0:
         o.fill(0)
         return o
+    _blas_single_thread_enter()
     with nogil:
-        prev = _blas_get_threads()
-        _blas_set_threads(1)
         if typenum == cnp.NPY_FLOAT32:
             mc_matmul_f32(ta, tb, m, n, k, <const float *>cnp.PyArray_DATA(aa), max(lda, 1),
                           <const float *>cnp.PyArray_DATA(ba), max(ldb, 1),
@@ -748,7 +770,7 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None):
             mc_matmul_f64(ta, tb, m, n, k, <const double *>cnp.PyArray_DATA(aa), max(lda, 1),
                           <const double *>cnp.PyArray_DATA(ba), max(ldb, 1),
                           <double *>cnp.PyArray_DATA(o), max(n, 1), &_blas, nt)
-        _blas_set_threads(prev)
+    _blas_single_thread_exit()
     return o
 
 
@@ -808,7 +830,7 @@ def conv_forward(x, w, b, stride, padding, out=None, work=None):
     cdef mc_geom g
     cdef int64_t f
     cdef cnp.npy_intp dims[4]
-    cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads(), prev
+    cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads()
     cdef const void *bias = NULL
     if _blas_owner is None:
         raise RuntimeError("conv_forward: no usable BLAS (see minicnn.kernels._blas)")
@@ -822,9 +844,8 @@ def conv_forward(x, w, b, stride, padding, out=None, work=None):
     dims[0], dims[1], dims[2], dims[3] = g.n, f, g.oh, g.ow
     o = _new(4, dims, typenum) if out is None else _check_out(out, 4, dims, typenum, "conv_forward")
     scratch = _check_work(work, typenum, nt * g.c * g.kh * g.kw * g.oh * g.ow, "conv_forward")
+    _blas_single_thread_enter()
     with nogil:
-        prev = _blas_get_threads()
-        _blas_set_threads(1)                       # each of our threads runs its own GEMMs
         if typenum == cnp.NPY_FLOAT32:
             mc_conv_forward_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(wa),
                                 <const float *>bias, <float *>cnp.PyArray_DATA(o),
@@ -833,7 +854,7 @@ def conv_forward(x, w, b, stride, padding, out=None, work=None):
             mc_conv_forward_f64(<const double *>cnp.PyArray_DATA(a), <const double *>cnp.PyArray_DATA(wa),
                                 <const double *>bias, <double *>cnp.PyArray_DATA(o),
                                 <double *>cnp.PyArray_DATA(scratch), f, &g, &_blas, nt)
-        _blas_set_threads(prev)
+    _blas_single_thread_exit()
     return o
 
 
@@ -850,7 +871,7 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
     cdef mc_geom g
     cdef int64_t f, k, blocks
     cdef cnp.npy_intp dims[4]
-    cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads(), prev
+    cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads()
     cdef void *dx_data = NULL
     if _blas_owner is None:
         raise RuntimeError("conv_backward: no usable BLAS (see minicnn.kernels._blas)")
@@ -868,9 +889,8 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
                                                                       "conv_backward")
         dx_data = cnp.PyArray_DATA(dx)
     scratch = _check_work(work, typenum, nt * k * g.oh * g.ow, "conv_backward")
+    _blas_single_thread_enter()
     with nogil:
-        prev = _blas_get_threads()
-        _blas_set_threads(1)
         if typenum == cnp.NPY_FLOAT32:
             mc_conv_backward_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(wa),
                                  <const float *>cnp.PyArray_DATA(d), <float *>dx_data,
@@ -881,7 +901,7 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
                                  <const double *>cnp.PyArray_DATA(d), <double *>dx_data,
                                  <double *>cnp.PyArray_DATA(dwt_parts), <double *>cnp.PyArray_DATA(db_parts),
                                  <double *>cnp.PyArray_DATA(scratch), blocks, f, &g, &_blas, nt)
-        _blas_set_threads(prev)
+    _blas_single_thread_exit()
     # the blocks' partial sums, added in block order; dW = (dW^T)^T, as a contiguous copy
     dw = np.ascontiguousarray(dwt_parts.sum(axis=0).T).reshape((<object>wa).shape)
     return dx, dw, db_parts.sum(axis=0)
