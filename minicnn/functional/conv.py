@@ -117,7 +117,7 @@ def conv2d_backward(dout, cache, need_dx=True):
 # each OpenMP thread takes whole images, builds X_n in a buffer that stays in its core's cache
 # and multiplies it at once with a single-threaded GEMM; the backward rebuilds X_n from x (so
 # the cache holds x, not the columns) and sums dW over fixed blocks of images.  Measured on
-# 2 cores this beat the batched route below by 1.2-4x (benchmarks/NOTES.md): no hand-offs of
+# 2 cores this beat the batched route below by 1.6-2.2x (benchmarks/NOTES.md): no hand-offs of
 # the cores between the OpenMP and BLAS threads, and no column matrix streaming through memory.
 
 
