@@ -2,12 +2,15 @@
 
 For every case it times, in one run and side by side:
 
-    numpy          the layer with the NumPy kernels, all threads
-    c-1t           the layer with the C kernels, 1 thread (kernels and BLAS)
-    c-Nt           the layer with the C kernels, all threads
-    c-Nt-batched   convs only: the C kernels without the fused conv (im2col of a chunk of
-                   images, one multi-threaded NumPy GEMM per chunk), all threads
-    torch          PyTorch CPU eager, all threads (when importable)
+    numpy    the layer with the NumPy kernels, all threads
+    c-1t     the layer with the C kernels, 1 thread (kernels and BLAS)
+    c-Nt     the layer with the C kernels, all threads
+    torch    PyTorch CPU eager, all threads (when importable)
+
+The C kernels run a conv layer as one fused call when NumPy's OpenBLAS can be used
+(``minicnn info``); ``MINICNN_FUSED_CONV=0`` measures the batched route instead (im2col of a
+chunk of images, then one multi-threaded NumPy GEMM).  Compare the two in separate processes:
+the OpenMP spin-wait is chosen at import for the route in use (see ``minicnn.kernels``).
 
 median forward and forward+backward times, GFLOP/s and the fraction of the sgemm peak measured
 in the same run (convs), achieved GB/s against a plain large copy (pooling), the ratio to
@@ -185,16 +188,13 @@ def _torch_pool(torch, x, k, s, p, dout):
     return fwd, fwd_bwd
 
 
-def _variants(threads, conv):
-    """(name, kernels, thread count, fused conv on?) of the minicnn variants."""
-    out = [("numpy", "numpy", threads, True)]
+def _variants(threads):
+    """(name, kernels, thread count) of the minicnn variants."""
+    out = [("numpy", "numpy", threads)]
     if kernels.c_extension_available():
-        out.append(("c-1t", "c", 1, True))
+        out.append(("c-1t", "c", 1))
         if threads > 1:
-            out.append((f"c-{threads}t", "c", threads, True))
-        with kernels.use_kernels("c"):
-            if conv and kernels.fused_conv_available():
-                out.append((f"c-{threads}t-batched", "c", threads, False))
+            out.append((f"c-{threads}t", "c", threads))
     return out
 
 
@@ -211,8 +211,8 @@ def run_case(name, repeat, threads, peak, copy_gbs, with_torch=True):
         dout = rng.standard_normal((n, f, oh, oh), dtype=np.float32)
         flop_fwd = 2.0 * n * f * c * k * k * oh * oh
         dx_modes = (True, False) if first else (True,)
-        for vname, kname, nt, fused in _variants(threads, conv=True):
-            with kernels.use_kernels(kname), kernels.use_fused_conv(fused), _Threads(nt):
+        for vname, kname, nt in _variants(threads):
+            with kernels.use_kernels(kname), _Threads(nt):
                 fwd, fb_dx, fb_nodx = _conv_runners(x, weight, bias, p, dout)
                 t_f = timeit(fwd, repeat)
                 for need_dx in dx_modes:
@@ -231,7 +231,7 @@ def run_case(name, repeat, threads, peak, copy_gbs, with_torch=True):
         # bytes moved: fwd reads x, writes out + argmax; bwd reads dout + argmax, writes dx
         bytes_fwd = x.nbytes + 2 * dout.nbytes
         bytes_fb = bytes_fwd + 2 * dout.nbytes + x.nbytes
-        for vname, kname, nt, _ in _variants(threads, conv=False):
+        for vname, kname, nt in _variants(threads):
             with kernels.use_kernels(kname), _Threads(nt):
                 fwd, fb = _pool_runners(x, k, s, p, dout)
                 rows.append(_pool_row(name, vname, timeit(fwd, repeat), timeit(fb, repeat),
@@ -301,7 +301,9 @@ def kernel_timings(name, repeat, threads):
 def conv_breakdown(name, repeat, threads):
     """Stage times (ms) of one conv layer, fwd + bwd with dx, as functional.conv's batched route
     runs them (C kernels, K-major GEMMs) and as the first version did (NumPy kernels, per-image
-    GEMMs, einsum for dw); then the whole layer on the batched and on the fused route."""
+    GEMMs, einsum for dw); then the whole layer as it runs now.  Meaningful with the batched
+    route (MINICNN_FUSED_CONV=0): the fused route has no separate stages, and its long OpenMP
+    spin-wait slows the NumPy GEMMs timed here."""
     from minicnn.functional import conv
     op, n, c, h, w, f, k, s, p, _ = CASES[name]
     if op != "conv":
@@ -355,11 +357,8 @@ def conv_breakdown(name, repeat, threads):
                     "col2im": t(lambda: kernels.col2im(dx_k.reshape(kk, n, hw).transpose(1, 0, 2),
                                                        x.shape, ks, st, pd)),
                 }
-        def layer():
-            F.conv2d_backward(dout.reshape(n, f, oh, oh), F.conv2d_forward(x, weight, bias, s, p)[1])
-        with kernels.use_fused_conv(False):
-            stages["layer_batched"] = t(layer)
-        stages["layer_fused"] = t(layer)
+        stages["layer_fwd_bwd"] = t(lambda: F.conv2d_backward(
+            dout.reshape(n, f, oh, oh), F.conv2d_forward(x, weight, bias, s, p)[1]))
     conv.clear_workspace()
     return stages
 
@@ -371,8 +370,7 @@ def breakdown_table(breakdowns):
             if version in st:
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in st[version].items())
                 lines.append(f"| {case} | {version} | {parts} (sum {sum(st[version].values()):.2f}) |")
-        lines.append(f"| {case} | layer | conv2d fwd+bwd: batched {st['layer_batched']:.2f}, "
-                     f"fused {st['layer_fused']:.2f} |")
+        lines.append(f"| {case} | layer now | conv2d fwd+bwd {st['layer_fwd_bwd']:.2f} |")
     return "\n".join(lines)
 
 
@@ -449,12 +447,15 @@ def main(argv=None):
         rows += run_case(case, args.repeat, threads, peak, copy_gbs, not args.no_torch)
         if not args.no_kernels:
             ktimes[case] = kernel_timings(case, args.repeat, threads)
-        if args.breakdown and CASES[case][0] == "conv":
+        if args.breakdown and CASES[case][0] == "conv" and not kernels.fused_conv_available():
             breakdowns[case] = conv_breakdown(case, args.repeat, threads)
     print(markdown_table(rows))
     if ktimes:
         print("\nKernels alone (float32):\n")
         print(kernel_table(ktimes, threads))
+    if args.breakdown and not breakdowns and any(CASES[c][0] == "conv" for c in cases):
+        print("\n--breakdown: the convs run fused (one C call, no separate stages); run with "
+              "MINICNN_FUSED_CONV=0 for the batched route's stages")
     if breakdowns:
         print(f"\nWhere the time goes (fwd + bwd with dx, {threads} threads):\n")
         print(breakdown_table(breakdowns))

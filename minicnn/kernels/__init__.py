@@ -58,20 +58,21 @@ from minicnn.kernels import _numpy
 
 
 
-def _import_cpu_kernels():
-    """Import the C extension with a short OpenMP spin-wait (libgomp: GOMP_SPINCOUNT=3000).
+def _import_cpu_kernels(spin_count):
+    """Import the C extension with libgomp's spin-wait set to ``spin_count`` (GOMP_SPINCOUNT).
 
-    After a parallel region, OpenMP threads spin-wait for the next one; libgomp's default is
-    300,000 spins (milliseconds).  Here the next thing to run is usually a BLAS GEMM whose own
-    threads need those cores, and spinning threads slowed conv layers 2-8x on 2 cores (worse
-    when other processes share them).  Sleeping at once (OMP_WAIT_POLICY=passive) is no better:
-    waking a thread on an idle virtual CPU costs a few hundred microseconds per kernel call.
-    About 3,000 spins (tens of microseconds) keeps back-to-back kernel calls fast and leaves the
-    cores to the BLAS soon after.  The runtime reads these settings once, when the extension
-    loads it, so they are set only for that moment and only if the user has not chosen them;
-    OpenMP runtimes loaded later (PyTorch bundles its own libgomp) see the environment unchanged.
+    After a parallel region, OpenMP threads spin-wait for the next one before they sleep, and
+    waking a sleeping thread on an idle virtual CPU costs 0.1-0.3 ms, more than a small kernel
+    call takes (A's col2im, 0.17 ms on 2 threads, took 0.4 ms with a sleeping second thread).
+    A long spin is right when the kernels' threads do all the work, as with the fused kernels:
+    libgomp's default, 300,000 spins (about a millisecond).  When the GEMMs run on NumPy's own
+    BLAS threads instead (the batched route), spinning kernel threads hold the cores those
+    threads need and slowed conv layers 2-8x on 2 cores, so there 3,000 spins (tens of
+    microseconds).  The runtime reads this once, when the extension loads it, so it is set only
+    for that moment and only if the user has not chosen it; OpenMP runtimes loaded later
+    (PyTorch bundles its own libgomp) see the environment unchanged.
     """
-    settings = {"GOMP_SPINCOUNT": "3000"}
+    settings = {"GOMP_SPINCOUNT": str(spin_count)}
     if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
         settings = {}
     added = {k: v for k, v in settings.items() if k not in os.environ}
@@ -86,18 +87,17 @@ def _import_cpu_kernels():
             os.environ.pop(key, None)
 
 
-def _connect_blas(module):
-    """Give the C extension NumPy's OpenBLAS for its fused convolution, if it can be found."""
-    if module is None:
-        return None
+def _find_blas():
     from minicnn.kernels._blas import find_numpy_openblas
-    openblas = find_numpy_openblas()
-    module._set_blas(openblas)
-    return openblas
+    return find_numpy_openblas()
 
 
-_cpu = _import_cpu_kernels()
-_openblas = _connect_blas(_cpu)
+_openblas = _find_blas()              # NumPy's OpenBLAS, for the fused kernels; None: batched
+_cpu = _import_cpu_kernels(300_000 if _openblas is not None else 3_000)
+if _cpu is not None:
+    _cpu._set_blas(_openblas)
+else:
+    _openblas = None
 
 _choice = os.environ.get("MINICNN_KERNELS", "auto").lower()
 _warned = False
