@@ -434,7 +434,7 @@ def main(argv=None):
     copy_gbs = copy_bandwidth()
     print(f"# minicnn kernel benchmark ({time.strftime('%Y-%m-%d %H:%M')})\n")
     print(f"- BLAS: {env['blas']}")
-    print(f"- env: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
+    print("- env: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
     print(f"- kernels: {'C (OpenMP)' if env['openmp'] else 'C' if env['c_extension'] else 'NumPy only'}"
           f", threads {threads} of {env['cpu_count']} cores; numpy {env['numpy']}; "
           f"torch {env['torch'] or 'not installed'}")

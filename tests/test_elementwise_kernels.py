@@ -23,13 +23,6 @@ SETTINGS = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture
-def threads():
-    previous = backend.get_num_threads()
-    yield backend.set_num_threads
-    backend.set_num_threads(previous)
-
-
 def float_arrays(min_side=0):
     """Arrays of any shape (up to 4-D), both dtypes, with NaN, infinities and signed zeros."""
     return st.sampled_from([np.float32, np.float64]).flatmap(lambda dtype: hnp.arrays(
@@ -146,6 +139,7 @@ def test_bad_arguments_raise_clear_errors(call, error, words):
 @given(st.integers(1, 70), st.integers(0, 40), st.integers(1, 70), st.booleans(), st.booleans(),
        st.sampled_from([np.float32, np.float64]), st.integers(1, 2))
 def test_matmul_equals_numpy_for_every_transpose(m, k, n, trans_a, trans_b, dtype, n_threads):
+    previous = backend.get_num_threads()
     backend.set_num_threads(n_threads)
     try:
         rng = np.random.default_rng(m * 1000 + n)
@@ -160,7 +154,7 @@ def test_matmul_equals_numpy_for_every_transpose(m, k, n, trans_a, trans_b, dtyp
         np.testing.assert_allclose(kernels.matmul(a_arg.T if trans_a else a,
                                                   b_arg.T if trans_b else b), a @ b, **tol)
     finally:
-        backend.set_num_threads(2)
+        backend.set_num_threads(previous)
 
 
 @needs_blas

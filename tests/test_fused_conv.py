@@ -5,15 +5,14 @@ besides the values (forward, dx, dw, db for random shapes, strides, paddings, bo
 tests check what that design could break: the same bits for 1 and 2 threads, the BLAS thread
 count restored afterwards, clear errors on bad arguments, no leaks.
 """
-import gc
 import os
-import tracemalloc
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from memory import bytes_kept_after
 from minicnn import backend, kernels, reference
 from minicnn import functional as F
 
@@ -41,13 +40,6 @@ def test_fused_conv_present_when_required():
     if os.environ.get("MINICNN_REQUIRE_C") != "1" or not _openblas_in_numpy():
         pytest.skip("MINICNN_REQUIRE_C not set, or NumPy does not use OpenBLAS")
     assert kernels.fused_conv_available(), "the C extension found no usable OpenBLAS"
-
-
-@pytest.fixture
-def threads():
-    previous = backend.get_num_threads()
-    yield backend.set_num_threads
-    backend.set_num_threads(previous)
 
 
 @st.composite
@@ -232,18 +224,7 @@ def test_repeated_calls_do_not_leak():
         with pytest.raises(ValueError):
             _cpu.conv_backward(out[:, :4], x, w, 2, 1)
 
-    for _ in range(50):
-        once()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(500):
-            once()
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    grown = bytes_kept_after(once, rounds=500)
     assert grown < 64 * 1024, f"{grown} bytes still allocated after 500 rounds"
 
 

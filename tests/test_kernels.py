@@ -4,16 +4,15 @@ Exact equality for im2col and max-pool forward; tight tolerances where the two s
 order (col2im, avg-pool, overlapping max-pool backward).  Same bits for 1 and 2 threads, clear
 errors on bad arguments, no leaks.  Skips without the extension unless MINICNN_REQUIRE_C=1 (CI).
 """
-import gc
 import os
-import tracemalloc
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minicnn import backend, kernels
+from memory import bytes_kept_after
+from minicnn import kernels
 from minicnn.kernels import _numpy
 
 try:
@@ -34,17 +33,6 @@ def test_c_extension_present_when_required():
         assert kernels.c_extension_available()
     else:
         pytest.skip("MINICNN_REQUIRE_C not set")
-
-
-@pytest.fixture
-def threads():
-    """Set the kernel thread count for one test, restoring it afterwards."""
-    previous = backend.get_num_threads()
-
-    def use(n):
-        backend.set_num_threads(n)
-    yield use
-    backend.set_num_threads(previous)
 
 
 @st.composite
@@ -335,18 +323,7 @@ def test_repeated_calls_do_not_leak():
         with pytest.raises(ValueError):
             _cpu.maxpool_backward(out, argmax + 10_000, x.shape)
 
-    for _ in range(50):
-        once()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(500):
-            once()
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    grown = bytes_kept_after(once, rounds=500)
     assert grown < 64 * 1024, f"{grown} bytes still allocated after 500 rounds"
 
 

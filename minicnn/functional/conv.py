@@ -126,16 +126,20 @@ def _fused(x, w):
     return kernels.fused_conv_available() and min(x.shape[0], x.shape[1], w.shape[0]) > 0
 
 
+def _conv_work(x, w, stride, padding):
+    """The fused kernel's scratch: one (K, L) buffer per thread, reused across calls."""
+    elems = kernels.conv_work_elems(x.shape, w.shape, stride, padding)
+    return _workspace.scratch("conv_work", (elems,), x.dtype)
+
+
 def _forward_fused(x, w, b, stride, padding, out_shape):
-    work = _workspace.scratch("conv_work", (kernels.conv_work_elems(x.shape, w.shape, stride,
-                                                                      padding),), x.dtype)
+    work = _conv_work(x, w, stride, padding)
     out = _workspace.recycled(out_shape, x.dtype)
     return kernels.conv_forward(x, w, b, stride, padding, out=out, work=work)
 
 
 def _backward_fused(dout, x, w, stride, padding, need_dx):
-    work = _workspace.scratch("conv_work", (kernels.conv_work_elems(x.shape, w.shape, stride,
-                                                                      padding),), x.dtype)
+    work = _conv_work(x, w, stride, padding)
     dx = _workspace.recycled(tuple(x.shape), x.dtype) if need_dx else None
     return kernels.conv_backward(dout, x, w, stride, padding, need_dx=need_dx, dx_out=dx,
                                  work=work)

@@ -57,7 +57,6 @@ from minicnn.backend import is_cupy_array
 from minicnn.kernels import _numpy
 
 
-
 def _import_cpu_kernels(spin_count):
     """Import the C extension with libgomp's spin-wait set to ``spin_count`` (GOMP_SPINCOUNT).
 
