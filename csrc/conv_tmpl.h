@@ -1,8 +1,10 @@
 /* A whole convolution layer, image by image: im2col into a small per-thread buffer, then a
  * single-threaded GEMM of the caller's BLAS reading it while it is still in the core's cache.
  * Included by im2col.c after im2col_tmpl.h (it reuses im2col_plane / col2im_plane) with REAL,
- * MC_FN and MC_GEMM (the mc_blas field: sgemm or dgemm) defined.  Notation as in minicnn/functional/conv.py: K = C*KH*KW, L = OH*OW,
- * W = w as an (F, K) matrix, X_n = im2col(x[n]) as a (K, L) matrix, D_n = dout[n] as (F, L).
+ * MC_FN and MC_GEMM (the mc_blas field: sgemm or dgemm) defined.
+ *
+ * Notation as in minicnn/functional/conv.py: K = C*KH*KW, L = OH*OW, W = w as an (F, K)
+ * matrix, X_n = im2col(x[n]) as a (K, L) matrix, D_n = dout[n] as (F, L).
  *
  *   forward:   out_n = W @ X_n + b
  *   backward:  dW = sum_n D_n @ X_n^T,  db = sum_{n,l} D_n[:, l],  dx_n = col2im(W^T @ D_n)
@@ -113,7 +115,7 @@ void MC_FN(mc_conv_forward)(const REAL *x, const REAL *w, const REAL *bias, REAL
 
 /* Images [lo, hi) of block b: dwt_parts[b] = sum X_n @ D_n^T, db_parts[b] = sum D_n rows,
  * and dx_n = col2im(W^T @ D_n) when dx is not NULL.  One (K, L) buffer per thread serves
- * first W^T @ D_n, then X_n, so that it stays in the core's L2 cache. */
+ * first W^T @ D_n, then X_n: one buffer, not two, competes for the core's L2 cache. */
 void MC_FN(mc_conv_backward)(const REAL *x, const REAL *w, const REAL *dout, REAL *dx,
                              REAL *dwt_parts, REAL *db_parts, REAL *work, int64_t blocks,
                              int64_t f, const mc_geom *g, const mc_blas *blas, int num_threads)
@@ -145,7 +147,7 @@ void MC_FN(mc_conv_backward)(const REAL *x, const REAL *w, const REAL *dout, REA
                     db_b[i] += (REAL)row_sum;
                 }
             }
-            if (hi == lo)
+            if (hi == lo)        /* only when a caller asks for more blocks than images */
                 for (int64_t i = 0; i < K * f; i++) dwt_b[i] = 0;
         }
     }

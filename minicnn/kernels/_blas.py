@@ -6,8 +6,9 @@ addresses, and a way to run that BLAS on one thread meanwhile.  NumPy's wheels s
 with renamed symbols (``scipy_cblas_sgemm64_``: a prefix, and a suffix for the 64-bit integer
 interface); threadpoolctl tells which library is loaded and this module probes its names.
 
-Anything else (MKL, Accelerate, BLIS, no threadpoolctl, symbols not found) gives ``None``, and
-``functional.conv`` keeps to its batched NumPy-GEMM path.
+Anything else (MKL, Accelerate, BLIS, no threadpoolctl, symbols not found), or
+``MINICNN_FUSED_CONV=0`` in the environment, gives ``None``: ``functional.conv`` then keeps to
+its batched NumPy-GEMM route, and linear layers to NumPy's matmul.
 """
 import ctypes
 import os
