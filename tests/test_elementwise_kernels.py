@@ -171,10 +171,16 @@ def test_matmul_same_bits_for_one_and_two_threads(threads):
 
 @needs_blas
 def test_matmul_leaves_what_it_cannot_take_to_numpy():
-    a = np.ones((3, 4), np.float32)
-    b = np.ones((4, 2), np.float64)
-    assert kernels.matmul(a, b).dtype == np.float64                  # mixed dtypes: NumPy's rule
-    assert kernels.matmul(a.astype(np.int64), b.astype(np.int64)).dtype == np.int64
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    b = rng.standard_normal((4, 2))
+    mixed = kernels.matmul(a, b)                                     # mixed dtypes: NumPy's rule
+    assert mixed.dtype == np.float64
+    np.testing.assert_array_equal(mixed, a @ b)
+    ints_a, ints_b = rng.integers(-5, 5, (3, 4)), rng.integers(-5, 5, (4, 2))
+    ints = kernels.matmul(ints_a, ints_b)
+    assert ints.dtype == ints_a.dtype
+    np.testing.assert_array_equal(ints, ints_a @ ints_b)
 
 
 @needs_blas
