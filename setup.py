@@ -21,9 +21,12 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 
-def _compiler_accepts(compiler, flags, link_flags=()):
-    """True if ``compiler`` compiles and links a tiny OpenMP program with ``flags``."""
-    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+OPENMP_PROGRAM = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+PLAIN_PROGRAM = "int main(void){return 0;}\n"
+
+
+def _compiler_accepts(compiler, flags, link_flags=(), src=OPENMP_PROGRAM):
+    """True if ``compiler`` compiles and links the program ``src`` with ``flags``."""
     tmp = tempfile.mkdtemp()
     try:
         path = os.path.join(tmp, "t.c")
@@ -48,6 +51,10 @@ class BuildExtOptional(build_ext):
             base = ["/O2"]
         else:
             base = ["-O3", "-std=c99", "-ffp-contract=off"]   # no FMA: bitwise equal to NumPy
+            # keep short copy loops inline (GCC would call memcpy for 10 values, csrc/im2col_tmpl.h)
+            no_memcpy_calls = ["-fno-tree-loop-distribute-patterns", "-Werror"]
+            if _compiler_accepts(cc, no_memcpy_calls, src=PLAIN_PROGRAM):
+                base.append(no_memcpy_calls[0])
             omp_compile, omp_link = ["-fopenmp"], ["-fopenmp"]
             if not _compiler_accepts(cc, omp_compile, omp_link):
                 warnings.warn("minicnn: the C compiler does not support OpenMP; "

@@ -53,6 +53,18 @@ static void MC_FN(im2col_plane_same)(const REAL *restrict x, REAL *restrict cols
     }
 }
 
+/* dst[0..n) = src[0..n).  memcpy for long rows; a plain loop for short ones (case C2 copies rows
+ * of 10 values, where the call cost more than the copy; setup.py keeps GCC from turning the loop
+ * back into a memcpy call). */
+static MC_ALWAYS_INLINE void MC_FN(copy_row)(REAL *restrict dst, const REAL *restrict src, int64_t n)
+{
+    if (n >= 64) {
+        memcpy(dst, src, (size_t)n * sizeof(REAL));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+}
+
 static void MC_FN(im2col_plane)(const REAL *restrict x, REAL *restrict cols, int64_t row_stride,
                                 const mc_geom *g)
 {
@@ -74,7 +86,7 @@ static void MC_FN(im2col_plane)(const REAL *restrict x, REAL *restrict cols, int
                 const REAL *restrict src = x + (oh * g->sh + i - g->ph) * W + (j - g->pw);
                 for (int64_t ow = 0; ow < ow_lo; ow++) dst[ow] = 0;
                 if (g->sw == 1) {
-                    memcpy(dst + ow_lo, src + ow_lo, (size_t)(ow_hi - ow_lo) * sizeof(REAL));
+                    MC_FN(copy_row)(dst + ow_lo, src + ow_lo, ow_hi - ow_lo);
                 } else {
                     const int64_t sw = g->sw;
                     for (int64_t ow = ow_lo; ow < ow_hi; ow++) dst[ow] = src[ow * sw];

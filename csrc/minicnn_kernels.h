@@ -68,9 +68,9 @@ int mc_openmp_enabled(void);
                                REAL *work, int64_t f, const mc_geom *g, const mc_blas *blas,    \
                                int num_threads);                                                \
     void mc_conv_backward_##SUF(const REAL *x, const REAL *w, const REAL *dout, REAL *dx,         \
-                                REAL *dwt_parts, REAL *db_parts, REAL *work, int64_t blocks,     \
-                                int64_t f, const mc_geom *g, const mc_blas *blas,                \
-                                int num_threads);
+                                REAL *dw1t_parts, REAL *work, int64_t blocks, int64_t f,         \
+                                const mc_geom *g, const mc_blas *blas, int num_threads);         \
+    int64_t mc_conv_work_elems_##SUF(int64_t f, const mc_geom *g, int num_threads);
 
 MC_DECLARE(float, f32)
 MC_DECLARE(double, f64)

@@ -93,11 +93,12 @@ cdef extern from "minicnn_kernels.h" nogil:
     void mc_conv_forward_f64(const double *x, const double *w, const double *bias, double *out,
                              double *work, int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
     void mc_conv_backward_f32(const float *x, const float *w, const float *dout, float *dx,
-                              float *dwt_parts, float *db_parts, float *work, int64_t blocks,
-                              int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
+                              float *dw1t_parts, float *work, int64_t blocks, int64_t f,
+                              const mc_geom *g, const mc_blas *blas, int nt)
     void mc_conv_backward_f64(const double *x, const double *w, const double *dout, double *dx,
-                              double *dwt_parts, double *db_parts, double *work, int64_t blocks,
-                              int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
+                              double *dw1t_parts, double *work, int64_t blocks, int64_t f,
+                              const mc_geom *g, const mc_blas *blas, int nt)
+    int64_t mc_conv_work_elems_f32(int64_t f, const mc_geom *g, int nt)
 
 # Every size, kernel, stride and padding must stay below this so no index arithmetic in C
 # (int64) can overflow and argmax (int32) can address any plane.
@@ -812,10 +813,11 @@ cdef cnp.ndarray _check_work(object work, int typenum, int64_t elems, str op):
 
 
 def conv_work_elems(x_shape, w_shape, stride, padding):
-    """Scratch size (values) ``conv_forward`` / ``conv_backward`` need: one (K, L) per thread."""
+    """Scratch size (values) ``conv_forward`` / ``conv_backward`` need: [W | b] and one
+    (K+1, L) buffer per thread."""
     cdef mc_geom g
     _window_geom(&g, "conv_work_elems", tuple(x_shape), tuple(w_shape)[2:], stride, padding)
-    return _threads() * g.c * g.kh * g.kw * g.oh * g.ow
+    return mc_conv_work_elems_f32(w_shape[0], &g, _threads())
 
 
 def conv_forward(x, w, b, stride, padding, out=None, work=None):
@@ -843,7 +845,7 @@ def conv_forward(x, w, b, stride, padding, out=None, work=None):
         bias = cnp.PyArray_DATA(ba)
     dims[0], dims[1], dims[2], dims[3] = g.n, f, g.oh, g.ow
     o = _new(4, dims, typenum) if out is None else _check_out(out, 4, dims, typenum, "conv_forward")
-    scratch = _check_work(work, typenum, nt * g.c * g.kh * g.kw * g.oh * g.ow, "conv_forward")
+    scratch = _check_work(work, typenum, mc_conv_work_elems_f32(f, &g, nt), "conv_forward")
     _blas_single_thread_enter()
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
@@ -867,7 +869,7 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
     cdef cnp.ndarray a = _float_array(x, "x", "conv_backward", 4)
     cdef cnp.ndarray wa = _float_array(w, "w", "conv_backward", 4)
     cdef cnp.ndarray d = _float_array(dout, "dout", "conv_backward", 4)
-    cdef cnp.ndarray dx = None, dwt_parts, db_parts, scratch
+    cdef cnp.ndarray dx = None, dw1t_parts, scratch
     cdef mc_geom g
     cdef int64_t f, k, blocks
     cdef cnp.npy_intp dims[4]
@@ -881,27 +883,27 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
                          f"{a.dtype}, got shape {(<object>d).shape} dtype {d.dtype}")
     k = g.c * g.kh * g.kw
     blocks = min(g.n, CONV_BLOCKS)
-    dwt_parts = np.empty((blocks, k, f), dtype=a.dtype)          # dW^T of each block
-    db_parts = np.empty((blocks, f), dtype=a.dtype)
+    dw1t_parts = np.empty((blocks, k + 1, f), dtype=a.dtype)     # [dW^T; db^T] of each block
     if need_dx:
         _nchw_dims(dims, &g, False)
         dx = _new(4, dims, typenum) if dx_out is None else _check_out(dx_out, 4, dims, typenum,
                                                                       "conv_backward")
         dx_data = cnp.PyArray_DATA(dx)
-    scratch = _check_work(work, typenum, nt * k * g.oh * g.ow, "conv_backward")
+    scratch = _check_work(work, typenum, mc_conv_work_elems_f32(f, &g, nt), "conv_backward")
     _blas_single_thread_enter()
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
             mc_conv_backward_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(wa),
                                  <const float *>cnp.PyArray_DATA(d), <float *>dx_data,
-                                 <float *>cnp.PyArray_DATA(dwt_parts), <float *>cnp.PyArray_DATA(db_parts),
-                                 <float *>cnp.PyArray_DATA(scratch), blocks, f, &g, &_blas, nt)
+                                 <float *>cnp.PyArray_DATA(dw1t_parts), <float *>cnp.PyArray_DATA(scratch),
+                                 blocks, f, &g, &_blas, nt)
         else:
             mc_conv_backward_f64(<const double *>cnp.PyArray_DATA(a), <const double *>cnp.PyArray_DATA(wa),
                                  <const double *>cnp.PyArray_DATA(d), <double *>dx_data,
-                                 <double *>cnp.PyArray_DATA(dwt_parts), <double *>cnp.PyArray_DATA(db_parts),
-                                 <double *>cnp.PyArray_DATA(scratch), blocks, f, &g, &_blas, nt)
+                                 <double *>cnp.PyArray_DATA(dw1t_parts), <double *>cnp.PyArray_DATA(scratch),
+                                 blocks, f, &g, &_blas, nt)
     _blas_single_thread_exit()
-    # the blocks' partial sums, added in block order; dW = (dW^T)^T, as a contiguous copy
-    dw = np.ascontiguousarray(dwt_parts.sum(axis=0).T).reshape((<object>wa).shape)
-    return dx, dw, db_parts.sum(axis=0)
+    # the blocks' partial sums, added in block order: [dW^T; db^T], then dW as a contiguous copy
+    dw1t = dw1t_parts.sum(axis=0)
+    dw = np.ascontiguousarray(dw1t[:k].T).reshape((<object>wa).shape)
+    return dx, dw, dw1t[k].copy()
