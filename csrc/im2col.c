@@ -1,5 +1,5 @@
 /* im2col / col2im and the fused convolution built on them, instantiated for float32 and
- * float64 from im2col_tmpl.h and conv_tmpl.h. */
+ * float64 from im2col_tmpl.h, conv_tmpl.h and winograd_tmpl.h. */
 #include <string.h>
 #include "mc_common.h"
 
@@ -8,6 +8,7 @@
 #define MC_GEMM sgemm
 #include "im2col_tmpl.h"
 #include "conv_tmpl.h"
+#include "winograd_tmpl.h"
 #undef REAL
 #undef MC_FN
 #undef MC_GEMM
@@ -17,6 +18,7 @@
 #define MC_GEMM dgemm
 #include "im2col_tmpl.h"
 #include "conv_tmpl.h"
+#include "winograd_tmpl.h"
 #undef REAL
 #undef MC_FN
 #undef MC_GEMM

@@ -70,7 +70,16 @@ int mc_openmp_enabled(void);
     void mc_conv_backward_##SUF(const REAL *x, const REAL *w, const REAL *dout, REAL *dx,         \
                                 REAL *dw1t_parts, REAL *work, int64_t blocks, int64_t f,         \
                                 const mc_geom *g, const mc_blas *blas, int num_threads);         \
-    int64_t mc_conv_work_elems_##SUF(int64_t f, const mc_geom *g, int num_threads);
+    int64_t mc_conv_work_elems_##SUF(int64_t f, const mc_geom *g, int num_threads);            \
+    void mc_winograd_forward_##SUF(const REAL *x, const REAL *u, const REAL *bias, REAL *out,     \
+                                   REAL *work, int64_t f, const mc_geom *g, const mc_blas *blas, \
+                                   int num_threads);                                            \
+    void mc_winograd_backward_##SUF(const REAL *x, const REAL *u, const REAL *ut,                \
+                                    const REAL *dout, REAL *dx,                                 \
+                                    REAL *du_parts, REAL *db_parts, REAL *work, int64_t blocks,  \
+                                    int64_t f, const mc_geom *g, const mc_blas *blas,            \
+                                    int num_threads);                                           \
+    int64_t mc_winograd_work_elems_##SUF(int64_t f, const mc_geom *g, int num_threads);
 
 MC_DECLARE(float, f32)
 MC_DECLARE(double, f64)

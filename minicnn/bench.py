@@ -11,6 +11,8 @@ The C kernels run a conv layer as one fused call when NumPy's OpenBLAS can be us
 (``minicnn info``); ``MINICNN_FUSED_CONV=0`` measures the batched route instead (im2col of a
 chunk of images, then one multi-threaded NumPy GEMM).  Compare the two in separate processes:
 the OpenMP spin-wait is chosen at import for the route in use (see ``minicnn.kernels``).
+3x3 stride-1 convs with 16+ channels run by Winograd F(2x2, 3x3) (column ``algo``); for those
+the table adds ``c-Nt direct``, the same layer on the direct (im2col + GEMM) route.
 
 median forward and forward+backward times, GFLOP/s and the fraction of the sgemm peak measured
 in the same run (convs), achieved GB/s against a plain large copy (pooling), the ratio to
@@ -23,6 +25,7 @@ imported by the other benchmark scripts.
 """
 import argparse
 import json
+from contextlib import nullcontext
 import os
 import platform
 import statistics
@@ -188,14 +191,22 @@ def _torch_pool(torch, x, k, s, p, dout):
     return fwd, fwd_bwd
 
 
-def _variants(threads):
-    """(name, kernels, thread count) of the minicnn variants."""
-    out = [("numpy", "numpy", threads)]
+def _variants(threads, winograd_case=False):
+    """(name, kernels, thread count, Winograd allowed) of the minicnn variants; a conv that the
+    C kernels run by Winograd is also timed on the direct route (``c-Nt direct``)."""
+    out = [("numpy", "numpy", threads, True)]
     if kernels.c_extension_available():
-        out.append(("c-1t", "c", 1))
+        out.append(("c-1t", "c", 1, True))
         if threads > 1:
-            out.append((f"c-{threads}t", "c", threads))
+            out.append((f"c-{threads}t", "c", threads, True))
+        if winograd_case:
+            out.append((f"c-{threads}t direct", "c", threads, False))
     return out
+
+
+def _conv_algorithm(x_shape, w_shape, stride):
+    """The route functional.conv2d takes under the current kernel settings."""
+    return "winograd" if kernels.winograd_wanted(x_shape, w_shape, (stride, stride)) else "direct"
 
 
 def run_case(name, repeat, threads, peak, copy_gbs, with_torch=True):
@@ -211,27 +222,31 @@ def run_case(name, repeat, threads, peak, copy_gbs, with_torch=True):
         dout = rng.standard_normal((n, f, oh, oh), dtype=np.float32)
         flop_fwd = 2.0 * n * f * c * k * k * oh * oh
         dx_modes = (True, False) if first else (True,)
-        for vname, kname, nt in _variants(threads):
-            with kernels.use_kernels(kname), _Threads(nt):
+        c_kernels = kernels.use_kernels("c") if kernels.c_extension_available() else nullcontext()
+        with c_kernels:
+            winograd_case = _conv_algorithm(x.shape, weight.shape, s) == "winograd"
+        for vname, kname, nt, winograd_on in _variants(threads, winograd_case):
+            with kernels.use_kernels(kname), _Threads(nt), kernels.use_winograd(winograd_on):
+                algo = _conv_algorithm(x.shape, weight.shape, s)
                 fwd, fb_dx, fb_nodx = _conv_runners(x, weight, bias, p, dout)
                 t_f = timeit(fwd, repeat)
                 for need_dx in dx_modes:
                     t_fb = timeit(fb_dx if need_dx else fb_nodx, repeat)
-                    rows.append(_conv_row(name, vname, t_f, t_fb, need_dx, flop_fwd, peak))
+                    rows.append(_conv_row(name, vname, algo, t_f, t_fb, need_dx, flop_fwd, peak))
         if torch is not None:
             torch.set_num_threads(threads)
             for need_dx in dx_modes:
                 fwd, fb = _torch_conv(torch, x, weight, bias, p, dout, need_dx)
                 t_f = timeit(fwd, repeat)
                 t_fb = timeit(fb, repeat)
-                rows.append(_conv_row(name, "torch", t_f, t_fb, need_dx, flop_fwd, peak))
+                rows.append(_conv_row(name, "torch", "-", t_f, t_fb, need_dx, flop_fwd, peak))
     else:
         oh = (h + 2 * p - k) // s + 1
         dout = rng.standard_normal((n, c, oh, oh), dtype=np.float32)
         # bytes moved: fwd reads x, writes out + argmax; bwd reads dout + argmax, writes dx
         bytes_fwd = x.nbytes + 2 * dout.nbytes
         bytes_fb = bytes_fwd + 2 * dout.nbytes + x.nbytes
-        for vname, kname, nt in _variants(threads):
+        for vname, kname, nt, _ in _variants(threads):
             with kernels.use_kernels(kname), _Threads(nt):
                 fwd, fb = _pool_runners(x, k, s, p, dout)
                 rows.append(_pool_row(name, vname, timeit(fwd, repeat), timeit(fb, repeat),
@@ -248,18 +263,19 @@ def run_case(name, repeat, threads, peak, copy_gbs, with_torch=True):
     return rows
 
 
-def _conv_row(case, variant, t_f, t_fb, need_dx, flop_fwd, peak):
-    flop = flop_fwd * (3 if need_dx else 2)
+def _conv_row(case, variant, algo, t_f, t_fb, need_dx, flop_fwd, peak):
+    flop = flop_fwd * (3 if need_dx else 2)        # the direct convolution's count, every route
     gflops = flop / t_fb / 1e9
-    return {"case": case, "variant": variant, "fwd_ms": t_f * 1e3, "fwd_bwd_ms": t_fb * 1e3,
+    return {"case": case, "variant": variant, "algo": algo, "fwd_ms": t_f * 1e3,
+            "fwd_bwd_ms": t_fb * 1e3,
             "dx": "yes" if need_dx else "no", "gflops": gflops,
             "peak_frac": gflops / peak if peak else None, "gbs": None, "copy_frac": None}
 
 
 def _pool_row(case, variant, t_f, t_fb, nbytes, copy_gbs):
     gbs = nbytes / t_fb / 1e9
-    return {"case": case, "variant": variant, "fwd_ms": t_f * 1e3, "fwd_bwd_ms": t_fb * 1e3,
-            "dx": "yes", "gflops": None, "peak_frac": None, "gbs": gbs,
+    return {"case": case, "variant": variant, "algo": "-", "fwd_ms": t_f * 1e3,
+            "fwd_bwd_ms": t_fb * 1e3, "dx": "yes", "gflops": None, "peak_frac": None, "gbs": gbs,
             "copy_frac": gbs / copy_gbs if copy_gbs else None}
 
 
@@ -381,11 +397,11 @@ def _fmt(v, spec):
 
 
 def markdown_table(rows):
-    head = ("| case | variant | dx | fwd ms | fwd+bwd ms | GFLOP/s | % sgemm peak | GB/s "
-            "| % copy | x torch |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    head = ("| case | variant | algo | dx | fwd ms | fwd+bwd ms | GFLOP/s | % sgemm peak | GB/s "
+            "| % copy | x torch |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['variant']} | {r['dx']} | {r['fwd_ms']:.2f} | "
+        lines.append(f"| {r['case']} | {r['variant']} | {r['algo']} | {r['dx']} | {r['fwd_ms']:.2f} | "
                      f"{r['fwd_bwd_ms']:.2f} | {_fmt(r['gflops'], '.1f')} | "
                      f"{_fmt(None if r['peak_frac'] is None else 100 * r['peak_frac'], '.0f')} | "
                      f"{_fmt(r['gbs'], '.1f')} | "
@@ -450,6 +466,9 @@ def main(argv=None):
         if args.breakdown and CASES[case][0] == "conv" and not kernels.fused_conv_available():
             breakdowns[case] = conv_breakdown(case, args.repeat, threads)
     print(markdown_table(rows))
+    if any(r["algo"] == "winograd" for r in rows):
+        print("\nGFLOP/s and % sgemm peak count the direct convolution's flops on every route; "
+              "for the Winograd rows that is an effective rate (they multiply 2.25x less).")
     if ktimes:
         print("\nKernels alone (float32):\n")
         print(kernel_table(ktimes, threads))

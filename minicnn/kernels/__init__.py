@@ -32,6 +32,15 @@ NumPy links from its own threads; ``fused_conv_available()`` says whether it fou
     conv_work_elems(x_shape, w_shape, stride, padding)              -> scratch size for ``work``
     matmul(a, b)                                                    -> a @ b (2-D), same threads
 
+and, for 3x3 kernels at stride 1, the same layer by Winograd's F(2x2, 3x3) (csrc/winograd_tmpl.h;
+u = functional.winograd.filter_transform(w), of shape (16, F, C); ``winograd_wanted`` says when
+functional.conv takes it):
+
+    winograd_forward(x, u, b, padding, out=None, work=None)         -> out (N, F, OH, OW)
+    winograd_backward(dout, x, u, padding, need_dx=True, dx_out=None, work=None)
+                                                                    -> (dx, du, db)
+    winograd_work_elems(x_shape, f, padding)                        -> scratch size for ``work``
+
 and one-pass elementwise loops for CPU float arrays when ``elementwise_in_c(x)``:
 
     relu_forward(x, out=None); relu_backward(dout, out, dx=None)
@@ -42,7 +51,7 @@ and one-pass elementwise loops for CPU float arrays when ``elementwise_in_c(x)``
 The conv and matmul kernels keep NumPy's OpenBLAS on one thread and call it from the kernels'
 OpenMP threads: a BLAS thread pool woken beside those threads keeps spinning on the cores they
 need (measured: a train step 30 % slower; see benchmarks/NOTES.md).  ``MINICNN_FUSED_CONV=0``
-switches them off.
+switches them off, ``MINICNN_WINOGRAD=0`` (or ``use_winograd(False)``) only the Winograd route.
 
 Choose the CPU implementation with ``MINICNN_KERNELS=numpy`` (environment) or
 ``use_kernels("numpy")`` (context manager, for tests and benchmarks).
@@ -213,6 +222,46 @@ def conv_forward(x, w, b, stride, padding, out=None, work=None):
 def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=None):
     return _cpu.conv_backward(dout, x, w, stride, padding, need_dx=need_dx, dx_out=dx_out,
                               work=work)
+
+
+_winograd_on = os.environ.get("MINICNN_WINOGRAD", "1") != "0"
+
+# Below these channel counts the direct route is faster: Winograd saves multiplies in the 16
+# products (F, C) @ (C, tiles), and with few channels those are not where the time goes
+# (benchmarks/NOTES.md, round 3).
+WINOGRAD_MIN_CHANNELS = 16
+
+
+def winograd_wanted(x_shape, w_shape, stride):
+    """True when functional.conv computes this convolution by Winograd F(2x2, 3x3): the fused
+    kernels are on, the kernel is 3x3 with stride 1, and both channel counts are at least
+    ``WINOGRAD_MIN_CHANNELS``."""
+    return (_winograd_on and fused_conv_available() and tuple(w_shape[2:]) == (3, 3)
+            and tuple(stride) == (1, 1)
+            and min(x_shape[1], w_shape[0]) >= WINOGRAD_MIN_CHANNELS)
+
+
+@contextlib.contextmanager
+def use_winograd(enabled):
+    """Temporarily switch the Winograd route off (False) or back on (for tests, benchmarks)."""
+    global _winograd_on
+    previous, _winograd_on = _winograd_on, bool(enabled)
+    try:
+        yield
+    finally:
+        _winograd_on = previous
+
+
+def winograd_forward(x, u, b, padding, out=None, work=None):
+    return _cpu.winograd_forward(x, u, b, padding, out=out, work=work)
+
+
+def winograd_backward(dout, x, u, padding, need_dx=True, dx_out=None, work=None):
+    return _cpu.winograd_backward(dout, x, u, padding, need_dx=need_dx, dx_out=dx_out, work=work)
+
+
+def winograd_work_elems(x_shape, f, padding):
+    return _cpu.winograd_work_elems(x_shape, f, padding)
 
 
 def matmul(a, b):

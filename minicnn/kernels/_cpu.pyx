@@ -99,6 +99,22 @@ cdef extern from "minicnn_kernels.h" nogil:
                               double *dw1t_parts, double *work, int64_t blocks, int64_t f,
                               const mc_geom *g, const mc_blas *blas, int nt)
     int64_t mc_conv_work_elems_f32(int64_t f, const mc_geom *g, int nt)
+    void mc_winograd_forward_f32(const float *x, const float *u, const float *bias, float *out,
+                                 float *work, int64_t f, const mc_geom *g, const mc_blas *blas,
+                                 int nt)
+    void mc_winograd_forward_f64(const double *x, const double *u, const double *bias,
+                                 double *out, double *work, int64_t f, const mc_geom *g,
+                                 const mc_blas *blas, int nt)
+    void mc_winograd_backward_f32(const float *x, const float *u, const float *ut,
+                                  const float *dout, float *dx,
+                                  float *du_parts, float *db_parts, float *work, int64_t blocks,
+                                  int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
+    void mc_winograd_backward_f64(const double *x, const double *u, const double *ut,
+                                  const double *dout,
+                                  double *dx, double *du_parts, double *db_parts, double *work,
+                                  int64_t blocks, int64_t f, const mc_geom *g,
+                                  const mc_blas *blas, int nt)
+    int64_t mc_winograd_work_elems_f32(int64_t f, const mc_geom *g, int nt)
 
 # Every size, kernel, stride and padding must stay below this so no index arithmetic in C
 # (int64) can overflow and argmax (int32) can address any plane.
@@ -813,11 +829,18 @@ cdef cnp.ndarray _check_work(object work, int typenum, int64_t elems, str op):
 
 
 def conv_work_elems(x_shape, w_shape, stride, padding):
-    """Scratch size (values) ``conv_forward`` / ``conv_backward`` need: [W | b] and one
-    (K+1, L) buffer per thread."""
+    """Scratch size (values) ``conv_forward`` / ``conv_backward`` need: [W | b], one (K+1, L)
+    buffer per thread, and the backward's per-block partial sums (kept in the reused scratch: a
+    fresh array each call cost its page faults every call)."""
     cdef mc_geom g
     _window_geom(&g, "conv_work_elems", tuple(x_shape), tuple(w_shape)[2:], stride, padding)
-    return mc_conv_work_elems_f32(w_shape[0], &g, _threads())
+    f = _as_size(w_shape[0], "w_shape", "conv_work_elems", 1)
+    return _conv_parts_elems(&g, f) + mc_conv_work_elems_f32(f, &g, _threads())
+
+
+cdef int64_t _conv_parts_elems(const mc_geom *g, int64_t f):
+    """Values of the backward's per-block partial sums [dW^T; db^T], (blocks, K+1, F)."""
+    return min(g.n, CONV_BLOCKS) * (g.c * g.kh * g.kw + 1) * f
 
 
 def conv_forward(x, w, b, stride, padding, out=None, work=None):
@@ -870,6 +893,7 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
     cdef cnp.ndarray wa = _float_array(w, "w", "conv_backward", 4)
     cdef cnp.ndarray d = _float_array(dout, "dout", "conv_backward", 4)
     cdef cnp.ndarray dx = None, dw1t_parts, scratch
+    cdef int64_t parts
     cdef mc_geom g
     cdef int64_t f, k, blocks
     cdef cnp.npy_intp dims[4]
@@ -883,13 +907,15 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
                          f"{a.dtype}, got shape {(<object>d).shape} dtype {d.dtype}")
     k = g.c * g.kh * g.kw
     blocks = min(g.n, CONV_BLOCKS)
-    dw1t_parts = np.empty((blocks, k + 1, f), dtype=a.dtype)     # [dW^T; db^T] of each block
     if need_dx:
         _nchw_dims(dims, &g, False)
         dx = _new(4, dims, typenum) if dx_out is None else _check_out(dx_out, 4, dims, typenum,
                                                                       "conv_backward")
         dx_data = cnp.PyArray_DATA(dx)
-    scratch = _check_work(work, typenum, mc_conv_work_elems_f32(f, &g, nt), "conv_backward")
+    parts = _conv_parts_elems(&g, f)
+    scratch = _check_work(work, typenum, parts + mc_conv_work_elems_f32(f, &g, nt), "conv_backward")
+    dw1t_parts = scratch[:parts].reshape(blocks, k + 1, f)       # [dW^T; db^T] of each block
+    scratch = scratch[parts:]
     _blas_single_thread_enter()
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
@@ -907,3 +933,125 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
     dw1t = dw1t_parts.sum(axis=0)
     dw = np.ascontiguousarray(dw1t[:k].T).reshape((<object>wa).shape)
     return dx, dw, dw1t[k].copy()
+
+
+# ------------------------------------------------------------- Winograd F(2x2, 3x3)
+
+cdef void _winograd_geom(mc_geom *g, int64_t *f, str op, cnp.ndarray x, cnp.ndarray u,
+                         object padding) except *:
+    """g for a 3x3, stride-1 convolution of x (N, C, H, W); f from u (16, F, C)."""
+    if (cnp.PyArray_NDIM(u) != 3 or cnp.PyArray_DIM(u, 0) != 16
+            or cnp.PyArray_DIM(u, 2) != cnp.PyArray_DIM(x, 1)):
+        raise ValueError(f"{op}: u must have shape (16, F, {cnp.PyArray_DIM(x, 1)}) (the "
+                         f"transformed filters, C = x.shape[1]), got {(<object>u).shape}")
+    if cnp.PyArray_TYPE(u) != cnp.PyArray_TYPE(x):
+        raise TypeError(f"{op}: x and u must have the same dtype, got {x.dtype} and {u.dtype}")
+    _window_geom(g, op, (<object>x).shape, (3, 3), 1, padding)
+    f[0] = _as_size(cnp.PyArray_DIM(u, 1), "u.shape[1]", op, 1)
+    if g.c < 1 or g.n < 1:
+        raise ValueError(f"{op}: x must have at least one image and one channel, "
+                         f"got x.shape={(<object>x).shape}")
+    tiles = ((g.oh + 1) // 2) * ((g.ow + 1) // 2)
+    if not _blas.ilp64 and max(f[0], g.c, tiles) > LIMIT:
+        raise ValueError(f"{op}: (F, C, tiles) = {(f[0], g.c, tiles)} is too large for a 32-bit BLAS")
+
+
+def winograd_work_elems(x_shape, f, padding):
+    """Scratch size (values) ``winograd_forward`` / ``winograd_backward`` need (with the
+    backward's per-block partial sums, as for ``conv_work_elems``)."""
+    cdef mc_geom g
+    _window_geom(&g, "winograd_work_elems", tuple(x_shape), (3, 3), 1, padding)
+    f = _as_size(f, "f", "winograd_work_elems", 1)
+    return _winograd_parts_elems(&g, f) + mc_winograd_work_elems_f32(f, &g, _threads())
+
+
+cdef int64_t _winograd_parts_elems(const mc_geom *g, int64_t f):
+    """Values of the backward's per-block partial sums: dU (blocks, 16, F, C), db (blocks, F)."""
+    return min(g.n, CONV_BLOCKS) * (16 * f * g.c + f)
+
+
+def winograd_forward(x, u, b, padding, out=None, work=None):
+    """out (N, F, OH, OW) = conv2d(x, w) + b for 3x3 kernels and stride 1, from the transformed
+    filters u = U (16, F, C) (see csrc/winograd_tmpl.h and minicnn/functional/winograd.py)."""
+    cdef cnp.ndarray a = _float_array(x, "x", "winograd_forward", 4)
+    cdef cnp.ndarray ua = _float_array(u, "u", "winograd_forward", 3)
+    cdef cnp.ndarray ba = None, o, scratch
+    cdef mc_geom g
+    cdef int64_t f
+    cdef cnp.npy_intp dims[4]
+    cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads()
+    cdef const void *bias = NULL
+    if _blas_owner is None:
+        raise RuntimeError("winograd_forward: no usable BLAS (see minicnn.kernels._blas)")
+    _winograd_geom(&g, &f, "winograd_forward", a, ua, padding)
+    if b is not None:
+        ba = _float_array(b, "b", "winograd_forward", 1)
+        if cnp.PyArray_DIM(ba, 0) != f or cnp.PyArray_TYPE(ba) != typenum:
+            raise ValueError(f"winograd_forward: b must have shape ({f},) and dtype {a.dtype}, "
+                             f"got shape {(<object>ba).shape} dtype {ba.dtype}")
+        bias = cnp.PyArray_DATA(ba)
+    dims[0], dims[1], dims[2], dims[3] = g.n, f, g.oh, g.ow
+    o = _new(4, dims, typenum) if out is None else _check_out(out, 4, dims, typenum, "winograd_forward")
+    scratch = _check_work(work, typenum, mc_winograd_work_elems_f32(f, &g, nt), "winograd_forward")
+    _blas_single_thread_enter()
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            mc_winograd_forward_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(ua),
+                                    <const float *>bias, <float *>cnp.PyArray_DATA(o),
+                                    <float *>cnp.PyArray_DATA(scratch), f, &g, &_blas, nt)
+        else:
+            mc_winograd_forward_f64(<const double *>cnp.PyArray_DATA(a), <const double *>cnp.PyArray_DATA(ua),
+                                    <const double *>bias, <double *>cnp.PyArray_DATA(o),
+                                    <double *>cnp.PyArray_DATA(scratch), f, &g, &_blas, nt)
+    _blas_single_thread_exit()
+    return o
+
+
+def winograd_backward(dout, x, u, padding, need_dx=True, dx_out=None, work=None):
+    """(dx, du, db) of winograd_forward: du (16, F, C) is the gradient with respect to u (the
+    caller maps it back to dW); dx is None when ``need_dx`` is False."""
+    cdef cnp.ndarray a = _float_array(x, "x", "winograd_backward", 4)
+    cdef cnp.ndarray ua = _float_array(u, "u", "winograd_backward", 3)
+    cdef cnp.ndarray d = _float_array(dout, "dout", "winograd_backward", 4)
+    cdef cnp.ndarray dx = None, du_parts, db_parts, scratch, uta
+    cdef mc_geom g
+    cdef int64_t f, blocks, parts
+    cdef cnp.npy_intp dims[4]
+    cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads()
+    cdef void *dx_data = NULL
+    if _blas_owner is None:
+        raise RuntimeError("winograd_backward: no usable BLAS (see minicnn.kernels._blas)")
+    _winograd_geom(&g, &f, "winograd_backward", a, ua, padding)
+    if cnp.PyArray_TYPE(d) != typenum or (<object>d).shape != (g.n, f, g.oh, g.ow):
+        raise ValueError(f"winograd_backward: dout must have shape {(g.n, f, g.oh, g.ow)} and "
+                         f"dtype {a.dtype}, got shape {(<object>d).shape} dtype {d.dtype}")
+    uta = np.ascontiguousarray((<object>ua).transpose(0, 2, 1))     # the U[xi]^T, (16, C, F)
+    blocks = min(g.n, CONV_BLOCKS)
+    if need_dx:
+        _nchw_dims(dims, &g, False)
+        dx = _new(4, dims, typenum) if dx_out is None else _check_out(dx_out, 4, dims, typenum,
+                                                                      "winograd_backward")
+        dx_data = cnp.PyArray_DATA(dx)
+    parts = _winograd_parts_elems(&g, f)
+    scratch = _check_work(work, typenum, parts + mc_winograd_work_elems_f32(f, &g, nt),
+                          "winograd_backward")
+    du_parts = scratch[:blocks * 16 * f * g.c].reshape(blocks, 16, f, g.c)
+    db_parts = scratch[blocks * 16 * f * g.c:parts].reshape(blocks, f)
+    scratch = scratch[parts:]
+    _blas_single_thread_enter()
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            mc_winograd_backward_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(ua),
+                                     <const float *>cnp.PyArray_DATA(uta),
+                                     <const float *>cnp.PyArray_DATA(d), <float *>dx_data,
+                                     <float *>cnp.PyArray_DATA(du_parts), <float *>cnp.PyArray_DATA(db_parts),
+                                     <float *>cnp.PyArray_DATA(scratch), blocks, f, &g, &_blas, nt)
+        else:
+            mc_winograd_backward_f64(<const double *>cnp.PyArray_DATA(a), <const double *>cnp.PyArray_DATA(ua),
+                                     <const double *>cnp.PyArray_DATA(uta),
+                                     <const double *>cnp.PyArray_DATA(d), <double *>dx_data,
+                                     <double *>cnp.PyArray_DATA(du_parts), <double *>cnp.PyArray_DATA(db_parts),
+                                     <double *>cnp.PyArray_DATA(scratch), blocks, f, &g, &_blas, nt)
+    _blas_single_thread_exit()
+    # the blocks' partial sums, added in block order
+    return dx, du_parts.sum(axis=0), db_parts.sum(axis=0)
