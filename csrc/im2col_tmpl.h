@@ -54,9 +54,9 @@ static void MC_FN(im2col_plane_same)(const REAL *restrict x, REAL *restrict cols
 }
 
 /* dst[0..n) = src[0..n).  memcpy for long rows.  Short rows (case C2 copies rows of 10 values)
- * go 16 bytes at a time, the last 16 bytes overlapping the ones before instead of a scalar tail:
- * 2.6x faster there than a plain loop.  setup.py keeps GCC from turning the fixed-size memcpy
- * calls, or the loop for tiny rows, into library calls. */
+ * go 16 bytes at a time, the last 16 bytes overlapping the ones before instead of a scalar
+ * tail; a call to memcpy cost more than such a copy.  (setup.py keeps GCC from turning the
+ * loop for tiny rows back into a memcpy call.) */
 static MC_ALWAYS_INLINE void MC_FN(copy_row)(REAL *restrict dst, const REAL *restrict src, int64_t n)
 {
     const size_t bytes = (size_t)n * sizeof(REAL);
@@ -147,9 +147,6 @@ void MC_FN(mc_im2col)(const REAL *x, REAL *cols, int64_t image_stride, int64_t r
                             row_stride, g);
 }
 
-/* dx[n, c] = sum over (i, j) in row-major order of the windows' column values: the adjoint of
- * im2col.  Each plane of dx is zeroed and accumulated by one thread, in the same (i, j) order
- * as the NumPy kernel, so the sums are reproducible. */
 /* dst[r*dst_stride + c] += src[r*src_stride + c], r < rows, c < n (rows of dst do not overlap).
  * Its own function for the same reason as copy_block. */
 static void MC_FN(add_block)(REAL *restrict dst, int64_t dst_stride, const REAL *restrict src,
@@ -162,6 +159,9 @@ static void MC_FN(add_block)(REAL *restrict dst, int64_t dst_stride, const REAL 
     }
 }
 
+/* dx[n, c] = sum over (i, j) in row-major order of the windows' column values: the adjoint of
+ * im2col.  Each plane of dx is zeroed and accumulated by one thread, in the same (i, j) order
+ * as the NumPy kernel, so the sums are reproducible. */
 static void MC_FN(col2im_plane)(const REAL *restrict cols, int64_t row_stride, REAL *restrict dx,
                                 const mc_geom *g)
 {

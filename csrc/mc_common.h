@@ -42,10 +42,8 @@ static inline int64_t mc_ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b
 static inline void mc_valid_range(int64_t size, int64_t out, int64_t s, int64_t k, int64_t p,
                                   int64_t *lo, int64_t *hi)
 {
-    /* stride 1 skips the divisions: 64-bit divides, four per row of cols, had made up most of
-     * im2col's time for small planes (case C2: 10x10 outputs, 25 rows per channel) */
-    int64_t a = s == 1 ? p - k : mc_ceil_div(p - k, s);                /* o*s + k - p >= 0    */
-    int64_t b = s == 1 ? size + p - k : mc_ceil_div(size + p - k, s);  /* o*s + k - p < size  */
+    int64_t a = mc_ceil_div(p - k, s);              /* o*s + k - p >= 0    */
+    int64_t b = mc_ceil_div(size + p - k, s);       /* o*s + k - p < size  */
     a = mc_min64(mc_max64(a, 0), out);
     b = mc_min64(b, out);
     if (b < a) b = a;               /* empty range, still inside [0, out] */

@@ -74,8 +74,7 @@ int mc_openmp_enabled(void);
     void mc_winograd_forward_##SUF(const REAL *x, const REAL *u, const REAL *bias, REAL *out,     \
                                    REAL *work, int64_t f, const mc_geom *g, const mc_blas *blas, \
                                    int num_threads);                                            \
-    void mc_winograd_backward_##SUF(const REAL *x, const REAL *u, const REAL *ut,                \
-                                    const REAL *dout, REAL *dx,                                 \
+    void mc_winograd_backward_##SUF(const REAL *x, const REAL *ut, const REAL *dout, REAL *dx,   \
                                     REAL *du_parts, REAL *db_parts, REAL *work, int64_t blocks,  \
                                     int64_t f, const mc_geom *g, const mc_blas *blas,            \
                                     int num_threads);                                           \

@@ -1,6 +1,6 @@
 /* Winograd convolution F(2x2, 3x3): 3x3 kernels, stride 1, any padding (Lavin & Gray, "Fast
  * Algorithms for Convolutional Neural Networks", CVPR 2016).  Included by im2col.c after
- * conv_tmpl.h (it reuses MC_FN(gemm) and sum_double) with REAL, MC_FN and MC_GEMM defined.
+ * conv_tmpl.h (it reuses MC_FN(gemm)) with REAL, MC_FN and MC_GEMM defined.
  *
  * The output is cut into 2x2 tiles t = (ty, tx), TY = ceil(OH/2) by TX = ceil(OW/2) of them.
  * Tile t of filter f needs the 4x4 input patch d_ct at rows 2ty - PH .. 2ty - PH + 3 and columns
@@ -317,18 +317,17 @@ void MC_FN(mc_winograd_forward)(const REAL *x, const REAL *u, const REAL *bias, 
 
 /* Images [lo, hi) of block b: du_parts[b] (16, F, C) = sum_n dM[xi] @ V[xi]^T and db_parts[b]
  * (F,) = the sum of dout over the images; dx_n = the adjoint of the input transform of
- * dV = U^T @ dM, when dx is not NULL.  ut holds the U[xi]^T, (16, C, F): for a transposed
- * operand OpenBLAS packs instead of taking its small-matrix kernel. */
-void MC_FN(mc_winograd_backward)(const REAL *x, const REAL *u, const REAL *ut, const REAL *dout,
-                                 REAL *dx, REAL *du_parts, REAL *db_parts, REAL *work,
-                                 int64_t blocks, int64_t f, const mc_geom *g,
-                                 const mc_blas *blas, int num_threads)
+ * dV = U^T @ dM, when dx is not NULL.  ut holds the U[xi]^T, (16, C, F), stored transposed:
+ * for a transposed operand OpenBLAS packs instead of taking its small-matrix kernel. */
+void MC_FN(mc_winograd_backward)(const REAL *x, const REAL *ut, const REAL *dout, REAL *dx,
+                                 REAL *du_parts, REAL *db_parts, REAL *work, int64_t blocks,
+                                 int64_t f, const mc_geom *g, const mc_blas *blas,
+                                 int num_threads)
 {
     const MC_FN(wino_tiles) w = MC_FN(wino_geom)(g);
     const int64_t C = g->c, T1 = w.t1, plane_in = g->h * g->w, L = g->oh * g->ow;
     const int64_t per_thread = MC_FN(mc_winograd_work_elems)(f, g, 1);
     const int nt = mc_threads(num_threads, blocks, g->n * 16 * (C + f) * T1);
-    (void)u;
     int64_t b;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {

@@ -105,12 +105,10 @@ cdef extern from "minicnn_kernels.h" nogil:
     void mc_winograd_forward_f64(const double *x, const double *u, const double *bias,
                                  double *out, double *work, int64_t f, const mc_geom *g,
                                  const mc_blas *blas, int nt)
-    void mc_winograd_backward_f32(const float *x, const float *u, const float *ut,
-                                  const float *dout, float *dx,
+    void mc_winograd_backward_f32(const float *x, const float *ut, const float *dout, float *dx,
                                   float *du_parts, float *db_parts, float *work, int64_t blocks,
                                   int64_t f, const mc_geom *g, const mc_blas *blas, int nt)
-    void mc_winograd_backward_f64(const double *x, const double *u, const double *ut,
-                                  const double *dout,
+    void mc_winograd_backward_f64(const double *x, const double *ut, const double *dout,
                                   double *dx, double *du_parts, double *db_parts, double *work,
                                   int64_t blocks, int64_t f, const mc_geom *g,
                                   const mc_blas *blas, int nt)
@@ -1041,14 +1039,12 @@ def winograd_backward(dout, x, u, padding, need_dx=True, dx_out=None, work=None)
     _blas_single_thread_enter()
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
-            mc_winograd_backward_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(ua),
-                                     <const float *>cnp.PyArray_DATA(uta),
+            mc_winograd_backward_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(uta),
                                      <const float *>cnp.PyArray_DATA(d), <float *>dx_data,
                                      <float *>cnp.PyArray_DATA(du_parts), <float *>cnp.PyArray_DATA(db_parts),
                                      <float *>cnp.PyArray_DATA(scratch), blocks, f, &g, &_blas, nt)
         else:
-            mc_winograd_backward_f64(<const double *>cnp.PyArray_DATA(a), <const double *>cnp.PyArray_DATA(ua),
-                                     <const double *>cnp.PyArray_DATA(uta),
+            mc_winograd_backward_f64(<const double *>cnp.PyArray_DATA(a), <const double *>cnp.PyArray_DATA(uta),
                                      <const double *>cnp.PyArray_DATA(d), <double *>dx_data,
                                      <double *>cnp.PyArray_DATA(du_parts), <double *>cnp.PyArray_DATA(db_parts),
                                      <double *>cnp.PyArray_DATA(scratch), blocks, f, &g, &_blas, nt)
