@@ -55,6 +55,14 @@ class BuildExtOptional(build_ext):
             no_memcpy_calls = ["-fno-tree-loop-distribute-patterns", "-Werror"]
             if _compiler_accepts(cc, no_memcpy_calls, src=PLAIN_PROGRAM):
                 base.append(no_memcpy_calls[0])
+            # functions and loops on fixed boundaries: without this, code added elsewhere in the
+            # file moved im2col's copy loop and case C2's forward went from 0.46 to 0.58 ms with
+            # the very same instructions (benchmarks/NOTES.md, round 3)
+            aligned = ["-falign-functions=64", "-falign-loops=32", "-Werror"]
+            if _compiler_accepts(cc, aligned, src=PLAIN_PROGRAM):
+                base += aligned[:2]
+            if os.environ.get("MINICNN_JCC") == "1":
+                base.append("-Wa,-mbranches-within-32B-boundaries")
             omp_compile, omp_link = ["-fopenmp"], ["-fopenmp"]
             if not _compiler_accepts(cc, omp_compile, omp_link):
                 warnings.warn("minicnn: the C compiler does not support OpenMP; "
