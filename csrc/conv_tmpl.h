@@ -149,7 +149,7 @@ void MC_FN(mc_conv_backward)(const REAL *x, const REAL *w, const REAL *dout, REA
     const int64_t K = g->c * g->kh * g->kw, L = g->oh * g->ow, image_in = g->c * g->h * g->w;
     const int nt = mc_threads(num_threads, blocks, g->n * K * L);
     /* W^T (K, F), stored transposed (in the room of W1): for a transposed operand OpenBLAS
-     * packs instead of taking its small-matrix kernel (case C2: a fifth of the backward) */
+     * packs instead of taking its small-matrix kernel (case C2: a fifth of fwd + bwd) */
     REAL *wt = work;
     for (int64_t k = 0; k < K; k++)
         for (int64_t i = 0; i < f; i++) wt[k * f + i] = w[i * K + k];

@@ -194,36 +194,37 @@ static void MC_FN(wino_input_adjoint)(const REAL *dv_c, int64_t xi_stride, REAL 
     MC_FN(wino_unpad)(parts, dx_c, g, w);
 }
 
-/* out[t] = a[t] + sb * b[t] + sc * c[t] + add, with sb, sc = +-1 (exact; folded into adds and
- * subtracts once inlined).  The restrict parameters are what let the compiler vectorize: rows at
- * offsets of one pointer could overlap. */
-static MC_ALWAYS_INLINE void MC_FN(wino_combine)(REAL *restrict out, const REAL *restrict a,
-                                                 const REAL *restrict b, const REAL *restrict c,
-                                                 REAL sb, REAL sc, REAL add, int64_t n)
+/* Y = A^T M A + bias for every tile of one filter, in one pass: m[(4a + b)*xi_stride + t] is
+ * M[a][b] of tile t, y[2r + q] receives Y[r][q] (rows of T1).  With s_rb = (A^T M)[r][b] (rows
+ * (1 1 1 0) and (0 1 -1 -1) of A^T), Y[r][0] = s_r0 + s_r1 + s_r2, Y[r][1] = s_r1 - s_r2 - s_r3.
+ * The restrict outputs are what let the compiler vectorize the loop. */
+static void MC_FN(wino_output_tiles)(const REAL *restrict m, int64_t xi_stride, REAL bias,
+                                     REAL *restrict y0, REAL *restrict y1, REAL *restrict y2,
+                                     REAL *restrict y3, int64_t T1)
 {
-    for (int64_t t = 0; t < n; t++) out[t] = a[t] + sb * b[t] + sc * c[t] + add;
+    for (int64_t t = 0; t < T1; t++) {
+        REAL s0[4], s1[4];
+        for (int b = 0; b < 4; b++) {
+            const REAL m0 = m[b * xi_stride + t], m1 = m[(4 + b) * xi_stride + t];
+            const REAL m2 = m[(8 + b) * xi_stride + t], m3 = m[(12 + b) * xi_stride + t];
+            s0[b] = m0 + m1 + m2;
+            s1[b] = m1 - m2 - m3;
+        }
+        y0[t] = s0[0] + s0[1] + s0[2] + bias;
+        y1[t] = s0[1] - s0[2] - s0[3] + bias;
+        y2[t] = s1[0] + s1[1] + s1[2] + bias;
+        y3[t] = s1[1] - s1[2] - s1[3] + bias;
+    }
 }
 
 /* out_f = A^T M_ft A + bias for every tile of one filter: m_f points at M[0][f][0].  rows is
- * scratch for 8 rows of T1. */
+ * scratch for 4 rows of T1. */
 static void MC_FN(wino_output)(const REAL *m_f, int64_t xi_stride, REAL bias, REAL *out_f,
                                REAL *rows, const mc_geom *g, const MC_FN(wino_tiles) *w)
 {
     const int64_t T1 = w->t1, OW = g->ow;
-    REAL *s = rows, *y = rows + 4 * T1;             /* y[2r + q]: output (2ty + r, 2tx + q) */
-    for (int64_t r = 0; r < 2; r++) {
-        /* s_b = (A^T M)[r][b]: rows (1 1 1 0) and (0 1 -1 -1) of A^T */
-        for (int64_t b = 0; b < 4; b++) {
-            const REAL *m0 = m_f + b * xi_stride, *m1 = m0 + 4 * xi_stride;
-            const REAL *m2 = m1 + 4 * xi_stride, *m3 = m2 + 4 * xi_stride;
-            if (r == 0)
-                MC_FN(wino_combine)(s + b * T1, m0, m1, m2, 1, 1, 0, T1);
-            else
-                MC_FN(wino_combine)(s + b * T1, m1, m2, m3, -1, -1, 0, T1);
-        }
-        MC_FN(wino_combine)(y + 2 * r * T1, s, s + T1, s + 2 * T1, 1, 1, bias, T1);
-        MC_FN(wino_combine)(y + (2 * r + 1) * T1, s + T1, s + 2 * T1, s + 3 * T1, -1, -1, bias, T1);
-    }
+    REAL *y = rows;                                 /* y[2r + q]: output (2ty + r, 2tx + q) */
+    MC_FN(wino_output_tiles)(m_f, xi_stride, bias, y, y + T1, y + 2 * T1, y + 3 * T1, T1);
     for (int64_t oy = 0; oy < g->oh; oy++) {        /* interleave the tiles' columns */
         const REAL *restrict left = y + 2 * (oy % 2) * T1 + (oy / 2) * w->tx1;
         const REAL *restrict right = left + T1;
@@ -237,7 +238,8 @@ static void MC_FN(wino_output)(const REAL *m_f, int64_t xi_stride, REAL bias, RE
 }
 
 /* Row a of dM = u A^T for u = row a of A dY, with columns u0 and u1: dM[4a + b] = u0, u0 + u1,
- * u0 - u1, -u1.  dm points at dM[4a][f][0]. */
+ * u0 - u1, -u1.  dm points at dM[4a][f][0].  (Fused into one loop over all 16 rows of dM, the
+ * compiler no longer vectorized it.) */
 static MC_ALWAYS_INLINE void MC_FN(wino_dm_row)(const REAL *restrict u0, const REAL *restrict u1,
                                                 REAL *restrict dm, int64_t xi_stride, int64_t T1)
 {
