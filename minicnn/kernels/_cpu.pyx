@@ -841,6 +841,17 @@ cdef int64_t _conv_parts_elems(const mc_geom *g, int64_t f):
     return min(g.n, CONV_BLOCKS) * (g.c * g.kh * g.kw + 1) * f
 
 
+cdef cnp.ndarray _bias_array(object b, int64_t f, cnp.ndarray x, str op):
+    """The bias b as an (F,) array of x's dtype, or None."""
+    if b is None:
+        return None
+    cdef cnp.ndarray ba = _float_array(b, "b", op, 1)
+    if cnp.PyArray_DIM(ba, 0) != f or cnp.PyArray_TYPE(ba) != cnp.PyArray_TYPE(x):
+        raise ValueError(f"{op}: b must have shape ({f},) and dtype {x.dtype}, got "
+                         f"shape {(<object>ba).shape} dtype {ba.dtype}")
+    return ba
+
+
 def conv_forward(x, w, b, stride, padding, out=None, work=None):
     """out (N, F, OH, OW) = conv2d(x, w) + b, image by image (see csrc/conv_tmpl.h).
 
@@ -858,11 +869,8 @@ def conv_forward(x, w, b, stride, padding, out=None, work=None):
     if _blas_owner is None:
         raise RuntimeError("conv_forward: no usable BLAS (see minicnn.kernels._blas)")
     _conv_geom(&g, &f, "conv_forward", a, wa, stride, padding)
-    if b is not None:
-        ba = _float_array(b, "b", "conv_forward", 1)
-        if cnp.PyArray_DIM(ba, 0) != f or cnp.PyArray_TYPE(ba) != typenum:
-            raise ValueError(f"conv_forward: b must have shape ({f},) and dtype {a.dtype}, got "
-                             f"shape {(<object>ba).shape} dtype {ba.dtype}")
+    ba = _bias_array(b, f, a, "conv_forward")
+    if ba is not None:
         bias = cnp.PyArray_DATA(ba)
     dims[0], dims[1], dims[2], dims[3] = g.n, f, g.oh, g.ow
     o = _new(4, dims, typenum) if out is None else _check_out(out, 4, dims, typenum, "conv_forward")
@@ -982,11 +990,8 @@ def winograd_forward(x, u, b, padding, out=None, work=None):
     if _blas_owner is None:
         raise RuntimeError("winograd_forward: no usable BLAS (see minicnn.kernels._blas)")
     _winograd_geom(&g, &f, "winograd_forward", a, ua, padding)
-    if b is not None:
-        ba = _float_array(b, "b", "winograd_forward", 1)
-        if cnp.PyArray_DIM(ba, 0) != f or cnp.PyArray_TYPE(ba) != typenum:
-            raise ValueError(f"winograd_forward: b must have shape ({f},) and dtype {a.dtype}, "
-                             f"got shape {(<object>ba).shape} dtype {ba.dtype}")
+    ba = _bias_array(b, f, a, "winograd_forward")
+    if ba is not None:
         bias = cnp.PyArray_DATA(ba)
     dims[0], dims[1], dims[2], dims[3] = g.n, f, g.oh, g.ow
     o = _new(4, dims, typenum) if out is None else _check_out(out, 4, dims, typenum, "winograd_forward")
