@@ -116,6 +116,11 @@ static MC_ALWAYS_INLINE const REAL *MC_FN(wino_row)(const REAL *parts, int64_t i
     return parts + (2 * (i % 2) + pc) * w->part + (i / 2) * w->tx1;
 }
 
+/* Row a of B^T, as patch row bt_first[a] + bt_sign[a] * patch row bt_second[a]:
+ * r0 - r2, r1 + r2, r2 - r1, r1 - r3. */
+static const int MC_FN(bt_first)[4] = {0, 1, 2, 1}, MC_FN(bt_second)[4] = {2, 2, 1, 3};
+static const REAL MC_FN(bt_sign)[4] = {-1, 1, -1, -1};
+
 /* Row a of V = (B^T d) B for all tiles: row a of B^T d is patch row i0 + sign * patch row i1
  * (see B^T; multiplying by the constant +-1 is exact and folds into an add or a subtract), and
  * V[4a + b] = its columns combined by B.  v points at V[4a][c][0]. */
@@ -139,14 +144,11 @@ static MC_ALWAYS_INLINE void MC_FN(wino_input_row)(const REAL *restrict e1, cons
 static void MC_FN(wino_input)(const REAL *parts, REAL *v_c, int64_t xi_stride,
                               const MC_FN(wino_tiles) *w)
 {
-    /* the rows of B^T: r0 - r2, r1 + r2, r2 - r1, r1 - r3 */
-    static const int first[4] = {0, 1, 2, 1}, second[4] = {2, 2, 1, 3};
-    static const REAL sign[4] = {-1, 1, -1, -1};
     for (int a = 0; a < 4; a++) {
-        const int i0 = first[a], i1 = second[a];
+        const int i0 = MC_FN(bt_first)[a], i1 = MC_FN(bt_second)[a];
         MC_FN(wino_input_row)(MC_FN(wino_row)(parts, i0, 0, w), MC_FN(wino_row)(parts, i0, 1, w),
                               MC_FN(wino_row)(parts, i1, 0, w), MC_FN(wino_row)(parts, i1, 1, w),
-                              sign[a], v_c + 4 * a * xi_stride, xi_stride, w->t1);
+                              MC_FN(bt_sign)[a], v_c + 4 * a * xi_stride, xi_stride, w->t1);
     }
     /* the extra tile of each row: zero */
     for (int64_t xi = 0; xi < 16; xi++)
@@ -179,13 +181,11 @@ static MC_ALWAYS_INLINE void MC_FN(wino_row_adjoint)(const REAL *restrict d0, co
 static void MC_FN(wino_input_adjoint)(const REAL *dv_c, int64_t xi_stride, REAL *dx_c,
                                       REAL *parts, const mc_geom *g, const MC_FN(wino_tiles) *w)
 {
-    static const int first[4] = {0, 1, 2, 1}, second[4] = {2, 2, 1, 3};
-    static const REAL sign[4] = {-1, 1, -1, -1};
     memset(parts, 0, (size_t)(4 * w->part) * sizeof(REAL));
     for (int a = 0; a < 4; a++) {
         const REAL *d = dv_c + 4 * a * xi_stride;
-        const int rows[2] = {first[a], second[a]};
-        const REAL signs[2] = {1, sign[a]};
+        const int rows[2] = {MC_FN(bt_first)[a], MC_FN(bt_second)[a]};
+        const REAL signs[2] = {1, MC_FN(bt_sign)[a]};
         for (int k = 0; k < 2; k++)      /* patch row first[a], then second[a] (one pass each) */
             MC_FN(wino_row_adjoint)(d, d + xi_stride, d + 2 * xi_stride, d + 3 * xi_stride,
                                     signs[k], (REAL *)MC_FN(wino_row)(parts, rows[k], 0, w),
