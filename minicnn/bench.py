@@ -25,12 +25,12 @@ imported by the other benchmark scripts.
 """
 import argparse
 import json
-from contextlib import nullcontext
 import os
 import platform
 import statistics
 import sys
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
