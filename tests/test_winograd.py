@@ -7,9 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memory import bytes_kept_after
-from minicnn import kernels, reference
+from minicnn import kernels, nn, reference
 from minicnn import functional as F
 from minicnn.functional import winograd
+from minicnn.gradcheck import check_module
 
 try:
     from minicnn.kernels import _cpu
@@ -119,6 +120,18 @@ def test_conv2d_takes_winograd_and_agrees_with_the_direct_route(dtype, need_dx):
             assert wino is None
         else:
             np.testing.assert_allclose(wino, direct, **_tol(dtype), err_msg=name)
+
+
+@needs_fused
+def test_gradcheck_through_a_layer_on_the_winograd_route():
+    """nn.Conv2D with 16 channels takes the Winograd route; its float64 gradients must pass the
+    numerical check as tightly as the direct route's."""
+    conv = nn.Conv2D(16, 16, 3, padding=1, rng=np.random.default_rng(0), dtype=np.float64)
+    x = np.random.default_rng(1).standard_normal((2, 16, 6, 5))
+    assert kernels.winograd_wanted(x.shape, conv.weight.shape, (1, 1))
+    errors = check_module(conv, x, verbose=False)
+    assert set(errors) == {"x", "weight", "bias"}
+    assert max(errors.values()) < 1e-7, errors
 
 
 @needs_fused
