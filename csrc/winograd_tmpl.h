@@ -70,11 +70,11 @@ static MC_FN(wino_tiles) MC_FN(wino_geom)(const mc_geom *g)
 }
 
 /* Per-thread scratch: V or dV (16, C, T1), M or dM (16, F, T1), the four parts of a padded
- * plane, 10 rows of T1, and one image's dU (16, F, C). */
+ * plane, and 10 rows of T1. */
 int64_t MC_FN(mc_winograd_work_elems)(int64_t f, const mc_geom *g, int num_threads)
 {
     const MC_FN(wino_tiles) w = MC_FN(wino_geom)(g);
-    return (int64_t)num_threads * (16 * (g->c + f) * w.t1 + 4 * w.part + 10 * w.t1 + 16 * f * g->c);
+    return (int64_t)num_threads * (16 * (g->c + f) * w.t1 + 4 * w.part + 10 * w.t1);
 }
 
 /* parts[2*pr + pc] = the polyphase parts of channel x_c, zero-padded: padded cell (Y, X) =
@@ -336,7 +336,6 @@ void MC_FN(mc_winograd_backward)(const REAL *x, const REAL *ut, const REAL *dout
         REAL *v = work + (int64_t)mc_thread_id() * per_thread;         /* dV, then V (16, C, T1) */
         REAL *dm = v + 16 * C * T1;                                    /* dM (16, F, T1) */
         REAL *parts = dm + 16 * f * T1, *rows = parts + 4 * w.part;
-        REAL *du_image = rows + 10 * T1;                               /* one image's dU */
 #pragma omp for schedule(dynamic, 1)
         for (b = 0; b < blocks; b++) {
             const int64_t lo = b * g->n / blocks, hi = (b + 1) * g->n / blocks;
@@ -360,15 +359,9 @@ void MC_FN(mc_winograd_backward)(const REAL *x, const REAL *ut, const REAL *dout
                     MC_FN(wino_pad)(x + (n * C + c) * plane_in, parts, g, &w);
                     MC_FN(wino_input)(parts, v + c * T1, C * T1, &w);
                 }
-                /* dU[xi] += dM[xi] @ V[xi]^T: the image's products into du_n, then one add
-                 * (with beta = 1 OpenBLAS packs its operands instead of taking its small-matrix
-                 * kernel) */
-                REAL *du_n = n > lo ? du_image : du_b;
-                for (int64_t xi = 0; xi < 16; xi++)
+                for (int64_t xi = 0; xi < 16; xi++)         /* dU[xi] += dM[xi] @ V[xi]^T */
                     MC_FN(gemm)(blas, 0, 1, f, C, T1, 1, dm + xi * f * T1, T1, v + xi * C * T1, T1,
-                                0, du_n + xi * f * C, C);
-                if (n > lo)
-                    for (int64_t i = 0; i < 16 * f * C; i++) du_b[i] += du_image[i];
+                                n > lo ? 1 : 0, du_b + xi * f * C, C);
             }
             if (hi == lo)        /* only when a caller asks for more blocks than images */
                 for (int64_t i = 0; i < 16 * f * C; i++) du_b[i] = 0;
