@@ -57,6 +57,11 @@ def settle(seconds=0.25):
     time.sleep(seconds)
 
 
+# Every layer and kernel is timed over at least this many seconds: medians of 9 runs of the
+# 0.1-2 ms ones moved by up to 30 % when the VM's other core was briefly taken.
+MIN_TIME = 0.3
+
+
 def timeit(fn, repeat=10, warmup=2, min_time=0.0):
     """Median wall time of fn() in seconds over `repeat` runs (after `warmup` runs)."""
     settle()
@@ -229,16 +234,16 @@ def run_case(name, repeat, threads, peak, copy_gbs, with_torch=True):
             with kernels.use_kernels(kname), _Threads(nt), kernels.use_winograd(winograd_on):
                 algo = _conv_algorithm(x.shape, weight.shape, s)
                 fwd, fb_dx, fb_nodx = _conv_runners(x, weight, bias, p, dout)
-                t_f = timeit(fwd, repeat)
+                t_f = timeit(fwd, repeat, min_time=MIN_TIME)
                 for need_dx in dx_modes:
-                    t_fb = timeit(fb_dx if need_dx else fb_nodx, repeat)
+                    t_fb = timeit(fb_dx if need_dx else fb_nodx, repeat, min_time=MIN_TIME)
                     rows.append(_conv_row(name, vname, algo, t_f, t_fb, need_dx, flop_fwd, peak))
         if torch is not None:
             torch.set_num_threads(threads)
             for need_dx in dx_modes:
                 fwd, fb = _torch_conv(torch, x, weight, bias, p, dout, need_dx)
-                t_f = timeit(fwd, repeat)
-                t_fb = timeit(fb, repeat)
+                t_f = timeit(fwd, repeat, min_time=MIN_TIME)
+                t_fb = timeit(fb, repeat, min_time=MIN_TIME)
                 rows.append(_conv_row(name, "torch", "-", t_f, t_fb, need_dx, flop_fwd, peak))
     else:
         oh = (h + 2 * p - k) // s + 1
@@ -249,12 +254,14 @@ def run_case(name, repeat, threads, peak, copy_gbs, with_torch=True):
         for vname, kname, nt, _ in _variants(threads):
             with kernels.use_kernels(kname), _Threads(nt):
                 fwd, fb = _pool_runners(x, k, s, p, dout)
-                rows.append(_pool_row(name, vname, timeit(fwd, repeat), timeit(fb, repeat),
+                rows.append(_pool_row(name, vname, timeit(fwd, repeat, min_time=MIN_TIME),
+                                      timeit(fb, repeat, min_time=MIN_TIME),
                                       bytes_fb, copy_gbs))
         if torch is not None:
             torch.set_num_threads(threads)
             fwd, fb = _torch_pool(torch, x, k, s, p, dout)
-            rows.append(_pool_row(name, "torch", timeit(fwd, repeat), timeit(fb, repeat),
+            rows.append(_pool_row(name, "torch", timeit(fwd, repeat, min_time=MIN_TIME),
+                                  timeit(fb, repeat, min_time=MIN_TIME),
                                   bytes_fb, copy_gbs))
     # ratios to PyTorch on the same dx mode
     ref = {(r["dx"]): r["fwd_bwd_ms"] for r in rows if r["variant"] == "torch"}
@@ -308,9 +315,7 @@ def kernel_timings(name, repeat, threads):
     for job, fn in jobs.items():
         for vname, mod, nt in mods:
             with _Threads(nt):
-                # at least 0.3 s of runs: these take 0.1-20 ms, and a median of a few runs of
-                # the shortest moved by 30 % when the VM's other core was briefly taken
-                result[(job, vname)] = timeit(lambda: fn(mod), repeat, min_time=0.3) * 1e3
+                result[(job, vname)] = timeit(lambda: fn(mod), repeat, min_time=MIN_TIME) * 1e3
     return result
 
 
