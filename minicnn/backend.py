@@ -142,6 +142,7 @@ def info():
         "kernels": kernels.cpu_kernel_name(),
         "openmp": kernels.openmp_enabled(),
         "fused": _fused_conv_summary(kernels),
+        "winograd": _winograd_summary(kernels),
         "threads": get_num_threads(),
         "blas": blas_info(),
         "gpu": gpu,
@@ -158,6 +159,16 @@ def _fused_conv_summary(kernels):
     if os.environ.get("MINICNN_FUSED_CONV") == "0":
         return "no (MINICNN_FUSED_CONV=0)"
     return "no: NumPy's BLAS is not an OpenBLAS minicnn can call (batched NumPy GEMMs instead)"
+
+
+def _winograd_summary(kernels):
+    """Whether 3x3 convolutions may run by Winograd F(2x2, 3x3)."""
+    if kernels.winograd_enabled():
+        return (f"yes: 3x3 stride-1 convs with {kernels.WINOGRAD_MIN_CHANNELS}+ input and "
+                f"output channels")
+    if not kernels.fused_conv_available():
+        return "no (it runs inside the fused kernels, which are off)"
+    return "no (MINICNN_WINOGRAD=0 or use_winograd(False))"
 
 
 def _gpu_summary():

@@ -1,13 +1,17 @@
 """Winograd F(2x2, 3x3): the NumPy version (minicnn/functional/winograd.py) and the C kernels
 (csrc/winograd_tmpl.h) against the loop reference, over random shapes, paddings and dtypes;
 functional.conv2d's choice of route; the same bits on 1 and 2 threads; clear errors."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memory import bytes_kept_after
-from minicnn import kernels, nn, reference
+from minicnn import backend, kernels, nn, reference
 from minicnn import functional as F
 from minicnn.functional import winograd
 from minicnn.gradcheck import check_module
@@ -97,6 +101,23 @@ def test_route_choice():
     assert not kernels.winograd_wanted((8, 16, 10, 10), (16, 16, 3, 3), (2, 2))   # stride 2
     with kernels.use_winograd(False):
         assert not kernels.winograd_wanted((8, 16, 10, 10), (16, 16, 3, 3), (1, 1))
+
+
+def test_info_says_whether_winograd_runs():
+    line = backend.info()["winograd"]
+    assert line.startswith("yes" if kernels.winograd_enabled() else "no"), line
+    with kernels.use_winograd(False):
+        assert backend.info()["winograd"].startswith("no"), backend.info()["winograd"]
+
+
+@needs_fused
+def test_environment_variable_switches_winograd_off():
+    code = ("import minicnn.kernels as k, minicnn.backend as b; "
+            "print(k.winograd_wanted((8, 16, 9, 9), (16, 16, 3, 3), (1, 1)), b.info()['winograd'])")
+    env = dict(os.environ, MINICNN_WINOGRAD="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("False no (MINICNN_WINOGRAD=0"), out
 
 
 @needs_fused

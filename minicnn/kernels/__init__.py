@@ -232,11 +232,16 @@ _winograd_on = os.environ.get("MINICNN_WINOGRAD", "1") != "0"
 WINOGRAD_MIN_CHANNELS = 16
 
 
+def winograd_enabled():
+    """True when eligible convolutions may take the Winograd route (see ``winograd_wanted``)."""
+    return _winograd_on and fused_conv_available()
+
+
 def winograd_wanted(x_shape, w_shape, stride):
     """True when functional.conv computes this convolution by Winograd F(2x2, 3x3): the fused
     kernels are on, the kernel is 3x3 with stride 1, and both channel counts are at least
     ``WINOGRAD_MIN_CHANNELS``."""
-    return (_winograd_on and fused_conv_available() and tuple(w_shape[2:]) == (3, 3)
+    return (winograd_enabled() and tuple(w_shape[2:]) == (3, 3)
             and tuple(stride) == (1, 1)
             and min(x_shape[1], w_shape[0]) >= WINOGRAD_MIN_CHANNELS)
 
