@@ -1,4 +1,4 @@
-"""Benchmark cases A-E of DESIGN.md: conv and max-pool layers, NumPy vs C kernels vs PyTorch.
+"""Benchmark cases A-E of DESIGN.md: conv and pooling layers, NumPy vs C kernels vs PyTorch.
 
     python benchmarks/bench_kernels.py [--cases A,B] [--repeat 10] [--json out.json]
 

@@ -51,6 +51,18 @@ static inline void mc_valid_range(int64_t size, int64_t out, int64_t s, int64_t 
     *hi = b;
 }
 
+/* Output columns o in [lo, hi) whose whole window, input columns o*s - p .. o*s - p + k - 1,
+ * lies inside [0, size); lo = hi = 0 when every window is clipped. */
+static inline void mc_interior_range(int64_t size, int64_t out, int64_t k, int64_t s, int64_t p,
+                                     int64_t *lo, int64_t *hi)
+{
+    int64_t a = mc_ceil_div(p, s);
+    int64_t b = mc_min64(out, size + p - k >= 0 ? (size + p - k) / s + 1 : 0);
+    if (b < a) a = b = 0;
+    *lo = a;
+    *hi = b;
+}
+
 /* Threads for a loop over `planes` independent planes holding `elems` elements in total. */
 static inline int mc_threads(int num_threads, int64_t planes, int64_t elems)
 {

@@ -91,10 +91,8 @@ static void MC_FN(maxpool_plane)(const REAL *restrict x, REAL *restrict out,
                                  int32_t *restrict argmax, const mc_geom *g)
 {
     const int64_t H = g->h, W = g->w, OW = g->ow;
-    /* Output columns whose windows lie fully inside [0, W). */
-    int64_t ow_lo = mc_ceil_div(g->pw, g->sw);
-    int64_t ow_hi = mc_min64(OW, W + g->pw - g->kw >= 0 ? (W + g->pw - g->kw) / g->sw + 1 : 0);
-    if (ow_hi < ow_lo) ow_lo = ow_hi = 0;   /* no interior: every window is clipped */
+    int64_t ow_lo, ow_hi;
+    mc_interior_range(W, OW, g->kw, g->sw, g->pw, &ow_lo, &ow_hi);
     for (int64_t oh = 0; oh < g->oh; oh++) {
         const int64_t hs = oh * g->sh - g->ph;
         const int64_t h0 = mc_max64(hs, 0), h1 = mc_min64(hs + g->kh, H);
@@ -165,30 +163,77 @@ int64_t MC_FN(mc_maxpool_backward)(const REAL *dout, const int32_t *argmax, REAL
     return bad;
 }
 
+/* The sum of the window's real cells at rows [h0, h1), columns [w0, w1), in row-major order. */
+static inline REAL MC_FN(window_sum)(const REAL *restrict x, int64_t W, int64_t h0, int64_t h1,
+                                     int64_t w0, int64_t w1)
+{
+    REAL sum = 0;
+    for (int64_t h = h0; h < h1; h++)
+        for (int64_t w = w0; w < w1; w++) sum += x[h * W + w];
+    return sum;
+}
+
+/* Interior windows of one output row, columns [ow_lo, ow_hi), as in max_row_interior: window
+ * offsets (i, j) in the outer loops, output columns in the vectorized inner loop.  Each output
+ * still adds its cells in row-major window order, the order of window_sum and of NumPy. */
+static MC_ALWAYS_INLINE void MC_FN(avg_row_interior)(
+    const REAL *restrict x, int64_t W, int64_t h0, int64_t w_start, const int64_t sw,
+    int64_t ow_lo, int64_t ow_hi, int64_t KH, int64_t KW, REAL area, REAL *restrict out)
+{
+    const REAL *restrict row0 = x + h0 * W + w_start;
+    for (int64_t ow = ow_lo; ow < ow_hi; ow++) out[ow] = row0[ow * sw];
+    for (int64_t i = 0; i < KH; i++) {
+        for (int64_t j = (i == 0 ? 1 : 0); j < KW; j++) {
+            const REAL *restrict src = row0 + i * W + j;
+            for (int64_t ow = ow_lo; ow < ow_hi; ow++) out[ow] += src[ow * sw];
+        }
+    }
+    for (int64_t ow = ow_lo; ow < ow_hi; ow++) out[ow] /= area;
+}
+
+static void MC_FN(avgpool_plane)(const REAL *restrict x, REAL *restrict out, const mc_geom *g)
+{
+    const int64_t H = g->h, W = g->w, OW = g->ow;
+    const REAL area = (REAL)(g->kh * g->kw);
+    int64_t ow_lo, ow_hi;
+    mc_interior_range(W, OW, g->kw, g->sw, g->pw, &ow_lo, &ow_hi);
+    for (int64_t oh = 0; oh < g->oh; oh++) {
+        const int64_t hs = oh * g->sh - g->ph;
+        const int64_t h0 = mc_max64(hs, 0), h1 = mc_min64(hs + g->kh, H);
+        REAL *restrict out_row = out + oh * OW;
+        const int full_rows = (h0 == hs && h1 == hs + g->kh);
+        const int64_t lo = full_rows ? ow_lo : OW, hi = full_rows ? ow_hi : OW;
+        for (int64_t ow = 0; ow < lo; ow++) {
+            const int64_t ws = ow * g->sw - g->pw;
+            out_row[ow] = MC_FN(window_sum)(x, W, h0, h1, mc_max64(ws, 0),
+                                            mc_min64(ws + g->kw, W)) / area;
+        }
+        if (full_rows) {
+            if (g->sw == 1)
+                MC_FN(avg_row_interior)(x, W, h0, -g->pw, 1, lo, hi, g->kh, g->kw, area, out_row);
+            else if (g->sw == 2)
+                MC_FN(avg_row_interior)(x, W, h0, -g->pw, 2, lo, hi, g->kh, g->kw, area, out_row);
+            else
+                MC_FN(avg_row_interior)(x, W, h0, -g->pw, g->sw, lo, hi, g->kh, g->kw, area,
+                                        out_row);
+        }
+        for (int64_t ow = hi; ow < OW; ow++) {
+            const int64_t ws = ow * g->sw - g->pw;
+            out_row[ow] = MC_FN(window_sum)(x, W, h0, h1, mc_max64(ws, 0),
+                                            mc_min64(ws + g->kw, W)) / area;
+        }
+    }
+}
+
 void MC_FN(mc_avgpool_forward)(const REAL *x, REAL *out, const mc_geom *g, int num_threads)
 {
     const int64_t planes = g->n * g->c, plane_in = g->h * g->w, plane_out = g->oh * g->ow;
     const int nt = mc_threads(num_threads, planes, planes * (plane_in + plane_out));
     const int64_t chunk = mc_chunk(planes, nt);
-    const REAL area = (REAL)(g->kh * g->kw);
     int64_t p;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
-    for (p = 0; p < planes; p++) {
-        const REAL *restrict xp = x + p * plane_in;
-        REAL *restrict op = out + p * plane_out;
-        for (int64_t oh = 0; oh < g->oh; oh++) {
-            const int64_t hs = oh * g->sh - g->ph;
-            const int64_t h0 = mc_max64(hs, 0), h1 = mc_min64(hs + g->kh, g->h);
-            for (int64_t ow = 0; ow < g->ow; ow++) {
-                const int64_t ws = ow * g->sw - g->pw;
-                const int64_t w0 = mc_max64(ws, 0), w1 = mc_min64(ws + g->kw, g->w);
-                REAL sum = 0;
-                for (int64_t h = h0; h < h1; h++)
-                    for (int64_t w = w0; w < w1; w++) sum += xp[h * g->w + w];
-                op[oh * g->ow + ow] = sum / area;
-            }
-        }
-    }
+    for (p = 0; p < planes; p++)
+        MC_FN(avgpool_plane)(x + p * plane_in, out + p * plane_out, g);
 }
 
 /* dx[n, c, h, w] = sum over windows covering (h, w) of dout / (KH*KW), accumulated over window

@@ -36,16 +36,19 @@ import numpy as np
 
 from minicnn import backend, kernels
 from minicnn import functional as F
+from minicnn.io import write_text_atomic
 
-# case: (op, N, C, H, W, F or None, kernel, stride, padding, first layer?)
+# case: (op, N, C, H, W, F or None, kernel, stride, padding, first layer?); a "pool" case times
+# max- and average-pooling (column ``algo``), DESIGN.md's E cases being max-pool layers
+POOL_KINDS = ("max", "avg")
 CASES = {
     "A": ("conv", 64, 3, 32, 32, 32, 3, 1, 1, True),
     "B": ("conv", 64, 32, 16, 16, 64, 3, 1, 1, False),
     "C1": ("conv", 128, 1, 28, 28, 6, 5, 1, 0, True),
     "C2": ("conv", 128, 6, 14, 14, 16, 5, 1, 0, False),
     "D": ("conv", 32, 64, 32, 32, 64, 3, 1, 1, False),
-    "E1": ("maxpool", 64, 64, 32, 32, None, 2, 2, 0, False),
-    "E2": ("maxpool", 32, 64, 56, 56, None, 3, 2, 1, False),
+    "E1": ("pool", 64, 64, 32, 32, None, 2, 2, 0, False),
+    "E2": ("pool", 32, 64, 56, 56, None, 3, 2, 1, False),
 }
 
 
@@ -152,13 +155,16 @@ def _conv_runners(x, w, b, pad, dout):
     return fwd, fwd_bwd(True), fwd_bwd(False)
 
 
-def _pool_runners(x, k, s, p, dout):
+def _pool_runners(kind, x, k, s, p, dout):
+    forward, backward = {"max": (F.maxpool2d_forward, F.maxpool2d_backward),
+                         "avg": (F.avgpool2d_forward, F.avgpool2d_backward)}[kind]
+
     def fwd():
-        return F.maxpool2d_forward(x, k, s, p)
+        return forward(x, k, s, p)
 
     def fwd_bwd():
-        _, cache = F.maxpool2d_forward(x, k, s, p)
-        return F.maxpool2d_backward(dout, cache)
+        _, cache = forward(x, k, s, p)
+        return backward(dout, cache)
     return fwd, fwd_bwd
 
 
@@ -180,10 +186,11 @@ def _torch_conv(torch, x, w, b, pad, dout, need_dx):
     return fwd, fwd_bwd
 
 
-def _torch_pool(torch, x, k, s, p, dout):
+def _torch_pool(torch, kind, x, k, s, p, dout):
     xt = torch.from_numpy(x).requires_grad_()
     dt = torch.from_numpy(dout)
-    fn = torch.nn.functional.max_pool2d
+    # avg_pool2d's default count_include_pad=True is minicnn's rule too
+    fn = {"max": torch.nn.functional.max_pool2d, "avg": torch.nn.functional.avg_pool2d}[kind]
 
     def fwd():
         with torch.no_grad():
@@ -248,25 +255,29 @@ def run_case(name, repeat, threads, peak, copy_gbs, with_torch=True):
     else:
         oh = (h + 2 * p - k) // s + 1
         dout = rng.standard_normal((n, c, oh, oh), dtype=np.float32)
-        # bytes moved: fwd reads x, writes out + argmax; bwd reads dout + argmax, writes dx
-        bytes_fwd = x.nbytes + 2 * dout.nbytes
-        bytes_fb = bytes_fwd + 2 * dout.nbytes + x.nbytes
-        for vname, kname, nt, _ in _variants(threads):
-            with kernels.use_kernels(kname), _Threads(nt):
-                fwd, fb = _pool_runners(x, k, s, p, dout)
-                rows.append(_pool_row(name, vname, timeit(fwd, repeat, min_time=MIN_TIME),
+        for kind in POOL_KINDS:
+            # bytes moved: fwd reads x, writes out (and max's int32 argmax); bwd reads dout (and
+            # argmax), writes dx
+            index_bytes = dout.nbytes if kind == "max" else 0
+            bytes_fb = 2 * x.nbytes + 2 * (dout.nbytes + index_bytes)
+            for vname, kname, nt, _ in _variants(threads):
+                with kernels.use_kernels(kname), _Threads(nt):
+                    fwd, fb = _pool_runners(kind, x, k, s, p, dout)
+                    rows.append(_pool_row(name, vname, kind, timeit(fwd, repeat, min_time=MIN_TIME),
+                                          timeit(fb, repeat, min_time=MIN_TIME),
+                                          bytes_fb, copy_gbs))
+            if torch is not None:
+                torch.set_num_threads(threads)
+                fwd, fb = _torch_pool(torch, kind, x, k, s, p, dout)
+                rows.append(_pool_row(name, "torch", kind, timeit(fwd, repeat, min_time=MIN_TIME),
                                       timeit(fb, repeat, min_time=MIN_TIME),
                                       bytes_fb, copy_gbs))
-        if torch is not None:
-            torch.set_num_threads(threads)
-            fwd, fb = _torch_pool(torch, x, k, s, p, dout)
-            rows.append(_pool_row(name, "torch", timeit(fwd, repeat, min_time=MIN_TIME),
-                                  timeit(fb, repeat, min_time=MIN_TIME),
-                                  bytes_fb, copy_gbs))
-    # ratios to PyTorch on the same dx mode
-    ref = {(r["dx"]): r["fwd_bwd_ms"] for r in rows if r["variant"] == "torch"}
+    # ratios to PyTorch on the same dx mode (and, for pooling, the same kind)
+    def same(r):
+        return r["dx"], r["algo"] if op == "pool" else None
+    ref = {same(r): r["fwd_bwd_ms"] for r in rows if r["variant"] == "torch"}
     for r in rows:
-        r["ratio_torch"] = (r["fwd_bwd_ms"] / ref[r["dx"]]) if r["dx"] in ref else None
+        r["ratio_torch"] = (r["fwd_bwd_ms"] / ref[same(r)]) if same(r) in ref else None
     return rows
 
 
@@ -279,9 +290,9 @@ def _conv_row(case, variant, algo, t_f, t_fb, need_dx, flop_fwd, peak):
             "peak_frac": gflops / peak if peak else None, "gbs": None, "copy_frac": None}
 
 
-def _pool_row(case, variant, t_f, t_fb, nbytes, copy_gbs):
+def _pool_row(case, variant, kind, t_f, t_fb, nbytes, copy_gbs):
     gbs = nbytes / t_fb / 1e9
-    return {"case": case, "variant": variant, "algo": "-", "fwd_ms": t_f * 1e3,
+    return {"case": case, "variant": variant, "algo": kind, "fwd_ms": t_f * 1e3,
             "fwd_bwd_ms": t_fb * 1e3, "dx": "yes", "gflops": None, "peak_frac": None, "gbs": gbs,
             "copy_frac": gbs / copy_gbs if copy_gbs else None}
 
@@ -310,7 +321,9 @@ def kernel_timings(name, repeat, threads):
     else:
         out, argmax = _numpy.maxpool_forward(x, ks, st, pd)
         jobs = {"maxpool_fwd": lambda m: m.maxpool_forward(x, ks, st, pd),
-                "maxpool_bwd": lambda m: m.maxpool_backward(out, argmax, x.shape)}
+                "maxpool_bwd": lambda m: m.maxpool_backward(out, argmax, x.shape),
+                "avgpool_fwd": lambda m: m.avgpool_forward(x, ks, st, pd),
+                "avgpool_bwd": lambda m: m.avgpool_backward(out, x.shape, ks, st, pd)}
     result = {}
     for job, fn in jobs.items():
         for vname, mod, nt in mods:
@@ -490,8 +503,7 @@ def main(argv=None):
                 "threads": threads, "rows": rows,
                 "kernels": {case: [{"kernel": j, "variant": v, "ms": t} for (j, v), t in res.items()]
                             for case, res in ktimes.items()}}
-        with open(args.json, "w") as fh:
-            json.dump(data, fh, indent=2)
+        write_text_atomic(args.json, json.dumps(data, indent=2))
         print(f"\nwrote {args.json}")
     return 0
 

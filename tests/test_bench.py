@@ -1,0 +1,55 @@
+"""The benchmark's bookkeeping (minicnn.bench), on a tiny case with the timing floor removed: every
+row it prints must be the layer it names, and each ratio must compare like with like."""
+import numpy as np
+import pytest
+
+from minicnn import bench
+from minicnn import functional as F
+
+TINY_POOL = ("pool", 2, 3, 8, 8, None, 2, 2, 0, False)
+
+
+@pytest.fixture
+def quick_bench(monkeypatch):
+    monkeypatch.setattr(bench, "CASES", {"T": TINY_POOL})
+    monkeypatch.setattr(bench, "MIN_TIME", 0.0)
+    monkeypatch.setattr(bench, "settle", lambda seconds=0.0: None)
+
+
+def test_a_pool_case_times_max_and_avg_pooling_and_their_ratios_pair_by_kind(quick_bench):
+    rows = bench.run_case("T", repeat=1, threads=1, peak=None, copy_gbs=1.0, with_torch=True)
+    kinds = {r["algo"] for r in rows}
+    assert kinds == {"max", "avg"}
+    for kind in kinds:
+        same_kind = [r for r in rows if r["algo"] == kind]
+        assert "numpy" in {r["variant"] for r in same_kind}
+        torch_rows = [r for r in same_kind if r["variant"] == "torch"]
+        if not torch_rows:                      # PyTorch not installed: no ratios at all
+            assert all(r["ratio_torch"] is None for r in same_kind)
+            continue
+        torch_ms = torch_rows[0]["fwd_bwd_ms"]
+        for r in same_kind:
+            assert r["ratio_torch"] == pytest.approx(r["fwd_bwd_ms"] / torch_ms)
+
+
+def test_the_pool_runners_run_the_layer_they_are_named_after():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 8, 8))
+    dout = rng.standard_normal((2, 3, 4, 4))
+    for kind, forward, backward in [("max", F.maxpool2d_forward, F.maxpool2d_backward),
+                                    ("avg", F.avgpool2d_forward, F.avgpool2d_backward)]:
+        fwd, fwd_bwd = bench._pool_runners(kind, x, 2, 2, 0, dout)
+        out, cache = forward(x, 2, 2, 0)
+        np.testing.assert_array_equal(fwd()[0], out, err_msg=kind)
+        np.testing.assert_array_equal(fwd_bwd(), backward(dout, cache), err_msg=kind)
+
+
+def test_the_torch_pool_runner_matches_minicnn_when_torch_is_installed():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
+    dout = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    for kind, forward in [("max", F.maxpool2d_forward), ("avg", F.avgpool2d_forward)]:
+        fwd, _ = bench._torch_pool(torch, kind, x, 3, 2, 1, dout)
+        np.testing.assert_allclose(fwd().numpy(), forward(x, 3, 2, 1)[0], rtol=1e-6,
+                                   err_msg=kind)
