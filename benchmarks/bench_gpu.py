@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from minicnn import backend  # noqa: E402
 from minicnn import functional as F  # noqa: E402
+from minicnn.io import write_text_atomic  # noqa: E402
 
 CONV_CASES = {   # name: (N, C, H, W, F, K, S, P, first layer)
     "A": (64, 3, 32, 32, 32, 3, 1, 1, True),
@@ -674,8 +675,7 @@ def main(argv=None):
         result = {"environment": env, "sgemm_peak_gflops": peak, "torch_modes": modes,
                   "like_with_like": like, "clock": clock.name, "repeat": repeat, "warmup": warmup,
                   "layers": layer_rows, "kernels": kernel_rows, "d256": d256, "train": train_rows}
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2, default=str)
+        write_text_atomic(args.json, json.dumps(result, indent=2, default=str))
         print(f"\nbench_gpu: results written to {args.json}", file=sys.stderr)
     return 0
 

@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minicnn import backend, models, optim  # noqa: E402
+from minicnn.io import write_text_atomic  # noqa: E402
 from minicnn.losses import softmax_cross_entropy  # noqa: E402
 
 STEP_CASES = {
@@ -283,8 +284,7 @@ def main(argv=None):
             results["accuracy"].append(accuracy_run(name, spec, data, threads))
         print("\n" + accuracy_table(results["accuracy"]))
 
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    write_text_atomic(args.json, json.dumps(results, indent=2))
     print(f"\nwrote {args.json}")
     return 0
 

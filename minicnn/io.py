@@ -26,7 +26,8 @@ from minicnn import __version__
 from minicnn.backend import to_numpy
 
 __all__ = ["FORMAT_VERSION", "save_arrays", "load_arrays", "save_model", "load_model", "load_weights",
-           "save_checkpoint", "load_checkpoint", "load_torch_state_dict"]
+           "save_checkpoint", "load_checkpoint", "load_torch_state_dict", "write_atomic",
+           "write_bytes_atomic", "write_text_atomic"]
 
 FORMAT_VERSION = 1
 _HEADER_KEY = "__minicnn__"
@@ -34,7 +35,12 @@ _HEADER_KEY = "__minicnn__"
 
 # ---------------------------------------------------------------- the container
 
-def _atomic_write_npz(path, arrays):
+def write_atomic(path, write):
+    """Call ``write(f)`` on a binary file that then atomically replaces ``path``.
+
+    The data goes to a temporary file in the target's directory, is flushed to disk and renamed
+    over the target (``os.replace``), so a crash leaves the old file or the new one, never half
+    of one; on an error the temporary file is removed and the error raised."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -42,7 +48,7 @@ def _atomic_write_npz(path, arrays):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -62,6 +68,16 @@ def _atomic_write_npz(path, arrays):
         pass
     finally:
         os.close(dir_fd)
+
+
+def write_bytes_atomic(path, blob):
+    """Write ``blob`` (bytes) to ``path`` atomically (see ``write_atomic``)."""
+    write_atomic(path, lambda f: f.write(blob))
+
+
+def write_text_atomic(path, text):
+    """Write ``text`` to ``path`` as UTF-8, atomically (see ``write_atomic``)."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _to_savable(name, value):
@@ -86,7 +102,7 @@ def _write(path, kind, arrays, meta):
         raise ValueError(f"save: meta must be JSON-serialisable: {exc}") from None
     payload = {name: _to_savable(name, a) for name, a in arrays.items()}
     payload[_HEADER_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    _atomic_write_npz(path, payload)
+    write_atomic(path, lambda f: np.savez(f, **payload))
 
 
 def _read(path, kinds):

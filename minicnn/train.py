@@ -98,11 +98,11 @@ class History:
                 "message": self.message}
 
     def to_csv(self, path):
-        _atomic_write_text(path, _csv_text(self.rows))
+        mio.write_text_atomic(path, _csv_text(self.rows))
 
     def to_json(self, path, extra=None):
         payload = {**self.as_dict(), **(extra or {})}
-        _atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=True))
+        mio.write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=True))
 
     def __repr__(self):
         return f"History({len(self.rows)} epochs, stop_reason={self.stop_reason!r}, best={self.best})"
@@ -117,14 +117,6 @@ def _csv_text(rows):
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_COLUMNS})
     return buffer.getvalue()
-
-
-def _atomic_write_text(path, text):
-    path = os.fspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- evaluation

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from minicnn import models
+from minicnn.io import write_text_atomic
 from minicnn.train import NonFiniteLossError, fit
 
 __all__ = ["tune", "TuneResult", "DEFAULT_SPACE", "sample_configs", "format_table"]
@@ -242,7 +243,4 @@ def _jsonable(d):
 
 
 def _write_json(path, payload):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, allow_nan=True)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=True))

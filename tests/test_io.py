@@ -126,6 +126,22 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monke
     assert _listdir(tmp_path) == ["model.npz"]
 
 
+def test_write_text_atomic_replaces_whole_files_only(tmp_path):
+    """The JSON and CSV that training, tune and the benchmarks write go through this helper."""
+    path = tmp_path / "results.json"
+    io.write_text_atomic(path, '{"a": "\u00e9"}')
+    assert path.read_text(encoding="utf-8") == '{"a": "\u00e9"}'
+
+    def broken(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        io.write_atomic(path, broken)
+    assert path.read_text(encoding="utf-8") == '{"a": "\u00e9"}'
+    assert _listdir(tmp_path) == ["results.json"]
+
+
 def test_save_arrays_round_trip_and_rejects_object_arrays(tmp_path):
     path = tmp_path / "a.npz"
     arrays = {"x": np.arange(6, dtype=np.int64).reshape(2, 3), "y/z": np.float32([1.5]),

@@ -21,7 +21,7 @@ import tarfile
 import numpy as np
 
 from minicnn.data.download import download_file
-from minicnn.data.idx import atomic_write_bytes
+from minicnn.io import write_bytes_atomic
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -126,7 +126,7 @@ def _extract_batches(archive, root):
                 raise ValueError(f"{archive}: archive lacks {CIFAR10_FOLDER}/{name}") from None
             if not member.isfile():
                 raise ValueError(f"{archive}: {member.name} is not a regular file")
-            atomic_write_bytes(os.path.join(out_dir, name), tar.extractfile(member).read())
+            write_bytes_atomic(os.path.join(out_dir, name), tar.extractfile(member).read())
 
 
 def _to_float(x_uint8):

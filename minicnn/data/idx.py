@@ -13,10 +13,11 @@ A file may be gzip-compressed; that is recognised by its first two bytes (0x1f 0
 import gzip
 import math
 import os
-import tempfile
 import zlib
 
 import numpy as np
+
+from minicnn.io import write_bytes_atomic
 
 # IDX type code -> (big-endian dtype in the file, native dtype returned)
 IDX_DTYPES = {
@@ -99,19 +100,7 @@ def save_idx(path, array):
             + np.ascontiguousarray(array, dtype=file_dtype).tobytes())
     if path.endswith(".gz"):
         blob = gzip.compress(blob, mtime=0)
-    atomic_write_bytes(path, blob)
+    write_bytes_atomic(path, blob)
     return path
 
 
-def atomic_write_bytes(path, blob):
-    """Write ``blob`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
