@@ -1,6 +1,6 @@
 /* Winograd convolution F(2x2, 3x3): 3x3 kernels, stride 1, any padding (Lavin & Gray, "Fast
  * Algorithms for Convolutional Neural Networks", CVPR 2016).  Included by im2col.c after
- * conv_tmpl.h (it reuses MC_FN(gemm)) with REAL, MC_FN and MC_GEMM defined.
+ * conv_tmpl.h (it reuses MC_FN(gemm) and MC_FN(transpose)) with REAL, MC_FN and MC_GEMM defined.
  *
  * The output is cut into 2x2 tiles t = (ty, tx), TY = ceil(OH/2) by TX = ceil(OW/2) of them.
  * Tile t of filter f needs the 4x4 input patch d_ct at rows 2ty - PH .. 2ty - PH + 3 and columns
@@ -75,18 +75,6 @@ int64_t MC_FN(mc_winograd_work_elems)(int64_t f, const mc_geom *g, int num_threa
 {
     const MC_FN(wino_tiles) w = MC_FN(wino_geom)(g);
     return (int64_t)num_threads * (16 * (g->c + f) * w.t1 + 4 * w.part + 10 * w.t1 + g->c * w.t1);
-}
-
-/* at (cols, rows) = a (rows, cols) transposed, eight rows of a at a time: each row of at then
- * receives eight neighbouring values per visit (2-4x faster than one value per visit). */
-static void MC_FN(transpose)(const REAL *restrict a, int64_t rows, int64_t cols, REAL *restrict at)
-{
-    int64_t r0 = 0;
-    for (; r0 + 8 <= rows; r0 += 8)
-        for (int64_t c = 0; c < cols; c++)
-            for (int64_t i = 0; i < 8; i++) at[c * rows + r0 + i] = a[(r0 + i) * cols + c];
-    for (int64_t r = r0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++) at[c * rows + r] = a[r * cols + c];
 }
 
 /* parts[2*pr + pc] = the polyphase parts of channel x_c, zero-padded: padded cell (Y, X) =
