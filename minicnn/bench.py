@@ -16,12 +16,13 @@ the table adds ``c-Nt direct``, the same layer on the direct (im2col + GEMM) rou
 
 median forward and forward+backward times, GFLOP/s and the fraction of the sgemm peak measured
 in the same run (convs), achieved GB/s against a plain large copy (pooling), the ratio to
-PyTorch, and kernel-only timings (im2col, col2im, pooling: C vs NumPy, 1 vs N threads).
+PyTorch, and kernel-only timings (im2col, col2im, pooling: C vs NumPy, 1 vs N threads, and
+the bytes they read and write per second against one thread's store bandwidth).
 Conv fwd+bwd is measured with dx (``dx=yes``) and, for first layers, without (``dx=no``);
 PyTorch gets ``requires_grad`` on x accordingly, so like is compared with like.
 
-Reusable helpers (``timeit``, ``sgemm_peak``, ``blas_description``, ``copy_bandwidth``) are
-imported by the other benchmark scripts.
+Reusable helpers (``timeit``, ``sgemm_peak``, ``blas_description``, ``copy_bandwidth``,
+``store_bandwidth``) are imported by the other benchmark scripts.
 """
 import argparse
 import json
@@ -95,6 +96,14 @@ def copy_bandwidth(nbytes=64 << 20, repeat=10):
     dst = np.empty_like(src)
     t = timeit(lambda: np.copyto(dst, src), repeat=repeat)
     return 2.0 * nbytes / t / 1e9
+
+
+def store_bandwidth(nbytes=8 << 20, repeat=20):
+    """GB/s of one thread filling a reused buffer larger than a core's L2 cache: the rate at which
+    one core's stores leave it, the ceiling of a kernel that mostly writes (im2col)."""
+    dst = np.zeros(nbytes // 4, np.float32)
+    t = timeit(lambda: dst.fill(1.0), repeat=repeat)
+    return nbytes / t / 1e9
 
 
 def blas_description():
@@ -318,18 +327,23 @@ def kernel_timings(name, repeat, threads):
         jobs = {"im2col": lambda m: m.im2col(x, ks, st, pd),
                 "im2col out=": lambda m: m.im2col(x, ks, st, pd, out=cols_out),
                 "col2im": lambda m: m.col2im(cols, x.shape, ks, st, pd)}
+        io = x.nbytes + cols.nbytes                 # each reads one and writes the other
+        moved = {"im2col": io, "im2col out=": io, "col2im": io}
     else:
         out, argmax = _numpy.maxpool_forward(x, ks, st, pd)
         jobs = {"maxpool_fwd": lambda m: m.maxpool_forward(x, ks, st, pd),
                 "maxpool_bwd": lambda m: m.maxpool_backward(out, argmax, x.shape),
                 "avgpool_fwd": lambda m: m.avgpool_forward(x, ks, st, pd),
                 "avgpool_bwd": lambda m: m.avgpool_backward(out, x.shape, ks, st, pd)}
-    result = {}
+        io = x.nbytes + out.nbytes
+        moved = {"maxpool_fwd": io + argmax.nbytes, "maxpool_bwd": io + argmax.nbytes,
+                 "avgpool_fwd": io, "avgpool_bwd": io}
+    times = {}
     for job, fn in jobs.items():
         for vname, mod, nt in mods:
             with _Threads(nt):
-                result[(job, vname)] = timeit(lambda: fn(mod), repeat, min_time=MIN_TIME) * 1e3
-    return result
+                times[(job, vname)] = timeit(lambda: fn(mod), repeat, min_time=MIN_TIME) * 1e3
+    return {"ms": times, "bytes": moved}
 
 
 # ---------------------------------------------------------------- where the time goes
@@ -432,15 +446,16 @@ def markdown_table(rows):
 
 def kernel_table(ktimes, threads):
     nt = f"c-{threads}t"
-    lines = [f"| case | kernel | numpy ms | c-1t ms | {nt} ms | C vs NumPy | {nt} vs 1t |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [f"| case | kernel | numpy ms | c-1t ms | {nt} ms | C vs NumPy | {nt} vs 1t | "
+             f"{nt} GB/s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for case, res in ktimes.items():
-        for job in dict.fromkeys(j for j, _ in res):
-            t_np, t_1, t_n = res.get((job, "numpy")), res.get((job, "c-1t")), res.get((job, nt))
+        for job, nbytes in res["bytes"].items():
+            t_np, t_1, t_n = (res["ms"].get((job, v)) for v in ("numpy", "c-1t", nt))
             lines.append(f"| {case} | {job} | {_fmt(t_np, '.2f')} | {_fmt(t_1, '.2f')} | "
                          f"{_fmt(t_n, '.2f')} | "
                          f"{_fmt(t_np / t_n if t_np and t_n else None, '.1f')}x | "
-                         f"{_fmt(t_1 / t_n if t_1 and t_n else None, '.2f')}x |")
+                         f"{_fmt(t_1 / t_n if t_1 and t_n else None, '.2f')}x | "
+                         f"{_fmt(nbytes / t_n / 1e6 if t_n else None, '.1f')} |")
     return "\n".join(lines)
 
 
@@ -468,6 +483,7 @@ def main(argv=None):
     env = environment()
     peak = sgemm_peak()
     copy_gbs = copy_bandwidth()
+    store_gbs = store_bandwidth()
     print(f"# minicnn kernel benchmark ({time.strftime('%Y-%m-%d %H:%M')})\n")
     print(f"- BLAS: {env['blas']}")
     print("- env: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
@@ -475,7 +491,8 @@ def main(argv=None):
           f", threads {threads} of {env['cpu_count']} cores; numpy {env['numpy']}; "
           f"torch {env['torch'] or 'not installed'}")
     print(f"- sgemm peak (2048^3 float32 np.matmul, {threads} threads): {peak:.1f} GFLOP/s; "
-          f"copy bandwidth: {copy_gbs:.1f} GB/s (read + write)\n")
+          f"copy bandwidth: {copy_gbs:.1f} GB/s (read + write, 64 MiB); store bandwidth: "
+          f"{store_gbs:.1f} GB/s (1 thread filling 8 MiB)\n")
     sys.stdout.flush()
 
     rows, ktimes, breakdowns = [], {}, {}
@@ -500,8 +517,9 @@ def main(argv=None):
         print(breakdown_table(breakdowns))
     if args.json:
         data = {"breakdown": breakdowns, "environment": env, "sgemm_peak_gflops": peak, "copy_gbs": copy_gbs,
-                "threads": threads, "rows": rows,
-                "kernels": {case: [{"kernel": j, "variant": v, "ms": t} for (j, v), t in res.items()]
+                "store_gbs_1thread": store_gbs, "threads": threads, "rows": rows,
+                "kernels": {case: [{"kernel": j, "variant": v, "ms": t, "bytes": res["bytes"][j]}
+                                   for (j, v), t in res["ms"].items()]
                             for case, res in ktimes.items()}}
         write_text_atomic(args.json, json.dumps(data, indent=2))
         print(f"\nwrote {args.json}")

@@ -53,3 +53,18 @@ def test_the_torch_pool_runner_matches_minicnn_when_torch_is_installed():
         fwd, _ = bench._torch_pool(torch, kind, x, 3, 2, 1, dout)
         np.testing.assert_allclose(fwd().numpy(), forward(x, 3, 2, 1)[0], rtol=1e-6,
                                    err_msg=kind)
+
+
+def test_kernel_timings_count_the_bytes_each_kernel_reads_and_writes(quick_bench, monkeypatch):
+    monkeypatch.setattr(bench, "CASES", {"P": TINY_POOL,
+                                         "K": ("conv", 2, 3, 8, 8, 4, 3, 1, 1, False)})
+    conv = bench.kernel_timings("K", repeat=1, threads=1)
+    x_bytes, cols_bytes = 2 * 3 * 8 * 8 * 4, 2 * 27 * 64 * 4
+    assert conv["bytes"] == dict.fromkeys(["im2col", "im2col out=", "col2im"], x_bytes + cols_bytes)
+    pool = bench.kernel_timings("P", repeat=1, threads=1)
+    x_bytes, out_bytes = 2 * 3 * 8 * 8 * 4, 2 * 3 * 4 * 4 * 4     # argmax: int32, as big as out
+    assert pool["bytes"]["avgpool_fwd"] == x_bytes + out_bytes
+    assert pool["bytes"]["maxpool_bwd"] == x_bytes + 2 * out_bytes
+    assert set(pool["ms"]) >= {(job, "numpy") for job in pool["bytes"]}
+    table = bench.kernel_table({"P": pool}, threads=1)
+    assert "GB/s" in table.splitlines()[0] and "avgpool_bwd" in table
