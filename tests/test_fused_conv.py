@@ -85,6 +85,28 @@ def test_fused_conv_equals_the_loop_reference(problem, need_dx):
 
 
 @needs_fused
+@pytest.mark.parametrize("x_shape, kernel, padding", [
+    ((3, 2, 16, 16), 3, 1),       # L = 256: D_n transposed, then a plain product
+    ((3, 2, 1, 257), 1, 0),       # L = 257: OpenBLAS's transposed operand
+    ((3, 2, 18, 18), 3, 1),       # L = 324
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_gradient_on_both_sides_of_the_transpose_threshold(x_shape, kernel, padding, dtype):
+    """conv_tmpl.h multiplies by D_n^T in two ways, chosen by the output size L; the hypothesis
+    problems above are all small (L <= 100)."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((5, x_shape[1], kernel, kernel)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    _, cache = reference.conv2d_forward(x, w, b, 1, padding)
+    dout = rng.standard_normal(_cpu.conv_forward(x, w, b, 1, padding).shape).astype(dtype)
+    dx, dw, db = _cpu.conv_backward(dout, x, w, 1, padding)
+    ref_dx, ref_dw, ref_db = reference.conv2d_backward(dout, cache)
+    for got, want in [(dx, ref_dx), (dw, ref_dw), (db, ref_db)]:
+        np.testing.assert_allclose(got, want, **_tol(dtype))
+
+
+@needs_fused
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_and_batched_routes_agree(dtype):
     """functional.conv2d gives the same gradients on both of its CPU routes."""
