@@ -63,6 +63,20 @@ static inline void mc_interior_range(int64_t size, int64_t out, int64_t k, int64
     *hi = b;
 }
 
+/* Pooling, output row oh: its windows' rows [h0, h1), clipped to the plane, and the columns
+ * [lo, hi) to compute as interior windows: [ow_lo, ow_hi) of mc_interior_range when no row of
+ * the windows is clipped, else none (lo = hi = OW). */
+static inline void mc_pool_row(const mc_geom *g, int64_t oh, int64_t ow_lo, int64_t ow_hi,
+                               int64_t *h0, int64_t *h1, int64_t *lo, int64_t *hi)
+{
+    const int64_t hs = oh * g->sh - g->ph;
+    const int full_rows = hs >= 0 && hs + g->kh <= g->h;
+    *h0 = mc_max64(hs, 0);
+    *h1 = mc_min64(hs + g->kh, g->h);
+    *lo = full_rows ? ow_lo : g->ow;
+    *hi = full_rows ? ow_hi : g->ow;
+}
+
 /* Threads for a loop over `planes` independent planes holding `elems` elements in total. */
 static inline int mc_threads(int num_threads, int64_t planes, int64_t elems)
 {

@@ -9,8 +9,9 @@
  * accumulate it in one thread, so sums never race and never depend on the thread count.
  */
 
-/* v replaces best: strictly greater, or the first NaN. */
-#define MC_BETTER(v, best) ((v) > (best) || ((v) != (v) && (best) == (best)))
+/* v replaces best: strictly greater, or the first NaN.  As one test: v is not <= best (greater,
+ * or NaN) while best is a number (once best is NaN it stays). */
+#define MC_BETTER(v, best) (!((v) <= (best)) && (best) == (best))
 
 static inline void MC_FN(max_window)(const REAL *restrict x, int64_t W, int64_t h0, int64_t h1,
                                      int64_t w0, int64_t w1, REAL *restrict out,
@@ -53,7 +54,7 @@ static MC_ALWAYS_INLINE void MC_FN(max_row_interior)(
             const REAL *restrict src = x + at;
             for (int64_t ow = ow_lo; ow < ow_hi; ow++) {
                 const REAL v = src[ow * sw], best = out[ow];
-                const int better = (v > best) | ((v != v) & (best == best));
+                const int better = !(v <= best) & (best == best);
                 out[ow] = better ? v : best;
                 argmax[ow] = better ? at + (int32_t)(ow * sw) : argmax[ow];
             }
@@ -90,22 +91,20 @@ static MC_ALWAYS_INLINE void MC_FN(max_row_unrolled)(
 static void MC_FN(maxpool_plane)(const REAL *restrict x, REAL *restrict out,
                                  int32_t *restrict argmax, const mc_geom *g)
 {
-    const int64_t H = g->h, W = g->w, OW = g->ow;
+    const int64_t W = g->w, OW = g->ow;
     int64_t ow_lo, ow_hi;
     mc_interior_range(W, OW, g->kw, g->sw, g->pw, &ow_lo, &ow_hi);
     for (int64_t oh = 0; oh < g->oh; oh++) {
-        const int64_t hs = oh * g->sh - g->ph;
-        const int64_t h0 = mc_max64(hs, 0), h1 = mc_min64(hs + g->kh, H);
+        int64_t h0, h1, lo, hi;
+        mc_pool_row(g, oh, ow_lo, ow_hi, &h0, &h1, &lo, &hi);
         REAL *restrict out_row = out + oh * OW;
         int32_t *restrict am_row = argmax + oh * OW;
-        const int full_rows = (h0 == hs && h1 == hs + g->kh);
-        const int64_t lo = full_rows ? ow_lo : OW, hi = full_rows ? ow_hi : OW;
         for (int64_t ow = 0; ow < lo; ow++) {
             const int64_t ws = ow * g->sw - g->pw;
             MC_FN(max_window)(x, W, h0, h1, mc_max64(ws, 0), mc_min64(ws + g->kw, W),
                               out_row + ow, am_row + ow);
         }
-        if (full_rows) {
+        if (hi > lo) {
             if (g->kh == 2 && g->kw == 2 && g->sw == 2)
                 MC_FN(max_row_unrolled)(x, W, h0, -g->pw, 2, lo, hi, 2, 2, out_row, am_row);
             else if (g->sw == 1)
@@ -193,22 +192,20 @@ static MC_ALWAYS_INLINE void MC_FN(avg_row_interior)(
 
 static void MC_FN(avgpool_plane)(const REAL *restrict x, REAL *restrict out, const mc_geom *g)
 {
-    const int64_t H = g->h, W = g->w, OW = g->ow;
+    const int64_t W = g->w, OW = g->ow;
     const REAL area = (REAL)(g->kh * g->kw);
     int64_t ow_lo, ow_hi;
     mc_interior_range(W, OW, g->kw, g->sw, g->pw, &ow_lo, &ow_hi);
     for (int64_t oh = 0; oh < g->oh; oh++) {
-        const int64_t hs = oh * g->sh - g->ph;
-        const int64_t h0 = mc_max64(hs, 0), h1 = mc_min64(hs + g->kh, H);
+        int64_t h0, h1, lo, hi;
+        mc_pool_row(g, oh, ow_lo, ow_hi, &h0, &h1, &lo, &hi);
         REAL *restrict out_row = out + oh * OW;
-        const int full_rows = (h0 == hs && h1 == hs + g->kh);
-        const int64_t lo = full_rows ? ow_lo : OW, hi = full_rows ? ow_hi : OW;
         for (int64_t ow = 0; ow < lo; ow++) {
             const int64_t ws = ow * g->sw - g->pw;
             out_row[ow] = MC_FN(window_sum)(x, W, h0, h1, mc_max64(ws, 0),
                                             mc_min64(ws + g->kw, W)) / area;
         }
-        if (full_rows) {
+        if (hi > lo) {
             if (g->sw == 1)
                 MC_FN(avg_row_interior)(x, W, h0, -g->pw, 1, lo, hi, g->kh, g->kw, area, out_row);
             else if (g->sw == 2)

@@ -74,7 +74,7 @@ static MC_FN(wino_tiles) MC_FN(wino_geom)(const mc_geom *g)
 int64_t MC_FN(mc_winograd_work_elems)(int64_t f, const mc_geom *g, int num_threads)
 {
     const MC_FN(wino_tiles) w = MC_FN(wino_geom)(g);
-    return (int64_t)num_threads * (16 * (g->c + f) * w.t1 + 4 * w.part + 10 * w.t1 + g->c * w.t1);
+    return (int64_t)num_threads * (16 * (g->c + f) * w.t1 + 4 * w.part + (10 + g->c) * w.t1);
 }
 
 /* parts[2*pr + pc] = the polyphase parts of channel x_c, zero-padded: padded cell (Y, X) =

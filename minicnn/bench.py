@@ -269,18 +269,19 @@ def run_case(name, repeat, threads, peak, copy_gbs, with_torch=True):
             # argmax), writes dx
             index_bytes = dout.nbytes if kind == "max" else 0
             bytes_fb = 2 * x.nbytes + 2 * (dout.nbytes + index_bytes)
+            timings = []
             for vname, kname, nt, _ in _variants(threads):
                 with kernels.use_kernels(kname), _Threads(nt):
                     fwd, fb = _pool_runners(kind, x, k, s, p, dout)
-                    rows.append(_pool_row(name, vname, kind, timeit(fwd, repeat, min_time=MIN_TIME),
-                                          timeit(fb, repeat, min_time=MIN_TIME),
-                                          bytes_fb, copy_gbs))
+                    timings.append((vname, timeit(fwd, repeat, min_time=MIN_TIME),
+                                    timeit(fb, repeat, min_time=MIN_TIME)))
             if torch is not None:
                 torch.set_num_threads(threads)
                 fwd, fb = _torch_pool(torch, kind, x, k, s, p, dout)
-                rows.append(_pool_row(name, "torch", kind, timeit(fwd, repeat, min_time=MIN_TIME),
-                                      timeit(fb, repeat, min_time=MIN_TIME),
-                                      bytes_fb, copy_gbs))
+                timings.append(("torch", timeit(fwd, repeat, min_time=MIN_TIME),
+                                timeit(fb, repeat, min_time=MIN_TIME)))
+            rows += [_pool_row(name, vname, kind, t_f, t_fb, bytes_fb, copy_gbs)
+                     for vname, t_f, t_fb in timings]
     # ratios to PyTorch on the same dx mode (and, for pooling, the same kind)
     def same(r):
         return r["dx"], r["algo"] if op == "pool" else None
