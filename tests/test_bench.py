@@ -51,7 +51,8 @@ def test_the_torch_pool_runner_matches_minicnn_when_torch_is_installed():
     dout = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
     for kind, forward in [("max", F.maxpool2d_forward), ("avg", F.avgpool2d_forward)]:
         fwd, _ = bench._torch_pool(torch, kind, x, 3, 2, 1, dout)
-        np.testing.assert_allclose(fwd().numpy(), forward(x, 3, 2, 1)[0], rtol=1e-6,
+        # float32 sums in another order: a few units in the last place, absolute near zero
+        np.testing.assert_allclose(fwd().numpy(), forward(x, 3, 2, 1)[0], rtol=1e-5, atol=1e-6,
                                    err_msg=kind)
 
 
