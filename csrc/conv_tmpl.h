@@ -51,25 +51,32 @@ static void MC_FN(gemm)(const mc_blas *blas, int trans_a, int trans_b, int64_t m
     }
 }
 
-/* C (m, n) = op(A) @ op(B), split into one panel per thread along its longer side, each panel
- * one single-threaded BLAS call (for the linear layers, so that no BLAS thread pool runs beside
- * the kernels' OpenMP threads).  The split only decides which thread computes an element, not
- * how its K-long dot product is summed, so the thread count does not change the result
- * (tests/test_elementwise_kernels.py checks 1 against 2 threads). */
+/* At most this many panels in mc_matmul, each at least MC_MATMUL_MIN_PANEL wide. */
+#define MC_MATMUL_MAX_PANELS 8
+#define MC_MATMUL_MIN_PANEL 64
+
+/* C (m, n) = op(A) @ op(B), split along its longer side into panels that the threads share,
+ * each panel one single-threaded BLAS call (for the linear layers, so that no BLAS thread pool
+ * runs beside the kernels' OpenMP threads).  The panels depend on the shape alone, never on
+ * the thread count: OpenBLAS's Haswell kernel sums an element in an order that depends on
+ * where it falls in the matrix it is handed, so splitting at another place changed the last
+ * bits of 2% of the elements (tests/test_elementwise_kernels.py checks 1 against 2 threads). */
 void MC_FN(mc_matmul)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const REAL *a,
                       int64_t lda, const REAL *b, int64_t ldb, REAL *c, int64_t ldc,
                       const mc_blas *blas, int num_threads)
 {
     const int split_rows = m > n;
     const int64_t side = split_rows ? m : n;
-    const int nt = mc_threads(num_threads, (side + 15) / 16, m * n * k / 64);
-    int t;
-#pragma omp parallel for num_threads(nt) schedule(static, 1) if (nt > 1)
-    for (t = 0; t < nt; t++) {
-        /* panel [lo, hi) of the split side, in multiples of 16 */
-        const int64_t lo = mc_min64(side, (side * t / nt + 15) / 16 * 16);
-        const int64_t hi = t == nt - 1 ? side : mc_min64(side, (side * (t + 1) / nt + 15) / 16 * 16);
-        if (hi <= lo) continue;
+    /* width: side / MC_MATMUL_MAX_PANELS rounded up to a multiple of 16, at least the minimum */
+    const int64_t per_panel = mc_ceil_div(side, MC_MATMUL_MAX_PANELS);
+    const int64_t width = mc_max64(MC_MATMUL_MIN_PANEL, mc_ceil_div(per_panel, 16) * 16);
+    const int64_t panels = mc_ceil_div(side, width);
+    const int nt = mc_threads(num_threads, panels, m * n * k / 64);
+    int64_t p;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (p = 0; p < panels; p++) {
+        /* panel [lo, hi) of the split side */
+        const int64_t lo = p * width, hi = mc_min64(side, lo + width);
         if (split_rows)        /* rows lo..hi of C: rows of A, or columns of A^T */
             MC_FN(gemm)(blas, trans_a, trans_b, hi - lo, n, k, 1, a + (trans_a ? lo : lo * lda),
                         lda, b, ldb, 0, c + lo * ldc, ldc);
