@@ -17,6 +17,8 @@
  * so b costs one more row in each GEMM instead of a pass over out (forward) and over dout
  * (backward); those passes took 15% of case A.  dW is computed transposed: OpenBLAS runs
  * X1_n @ D_n^T 1.2-1.5x faster than D_n @ X1_n^T for these shapes (few filters F, long rows L).
+ * These products go to minicnn's own float32 kernels (small_gemm.c) where OpenBLAS would pack
+ * every operand first (see layer_gemm).
  *
  * Why: the batched layer (im2col of a chunk of images, then one large multi-threaded GEMM)
  * hands the cores back and forth between the OpenMP and BLAS thread pools at every chunk,
@@ -49,6 +51,25 @@ static void MC_FN(gemm)(const mc_blas *blas, int trans_a, int trans_b, int64_t m
                                 alpha, a, (int32_t)lda, b, (int32_t)ldb, beta, c,
                                 (int32_t)ldc);
     }
+}
+
+/* The layer's own products: C (m, n) = A @ B, or A @ B^T when trans_b, [+ C when accumulate].
+ * With blas->own_sgemm, float32 goes to minicnn's kernels (small_gemm.c), which skip the
+ * packing that OpenBLAS's kernels other than SkylakeX's spend most of these products on. */
+static void MC_FN(layer_gemm)(const mc_blas *blas, int trans_b, int64_t m, int64_t n, int64_t k,
+                              const REAL *a, int64_t lda, const REAL *b, int64_t ldb,
+                              int accumulate, REAL *c, int64_t ldc)
+{
+#if MC_OWN_SGEMM
+    if (blas->own_sgemm) {
+        if (trans_b)
+            mc_sgemm_nt(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+        else
+            mc_sgemm_nn(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+        return;
+    }
+#endif
+    MC_FN(gemm)(blas, 0, trans_b, m, n, k, 1, a, lda, b, ldb, accumulate ? 1 : 0, c, ldc);
 }
 
 /* At most this many panels in mc_matmul, each at least MC_MATMUL_MIN_PANEL wide. */
@@ -117,7 +138,9 @@ static void MC_FN(transpose)(const REAL *restrict a, int64_t rows, int64_t cols,
 /* dW1^T += [X_n; 1] @ D_n^T takes D_n (F, L) as a transposed operand, which OpenBLAS packs.
  * For short rows it is faster to transpose D_n first and multiply plainly: L = 100 (case C2),
  * 122 against 92 GFLOP/s per thread; L = 256, 135 against 120.  For long rows the packing path
- * won: L = 1024 (case A), 127 against 116; L = 576 (C1), 111 against 69. */
+ * won: L = 1024 (case A), 127 against 116; L = 576 (C1), 111 against 69.  minicnn's own kernels
+ * split the same way: for long rows their dot-product kernel (nt) beats transposing D_n for
+ * the nn kernel (case A: 16.9 against 6.5 + 12.5 microseconds per image). */
 #define MC_DW_TRANSPOSE_MAX_L 256
 
 static int64_t MC_FN(dout_t_elems)(int64_t f, int64_t L)
@@ -164,8 +187,8 @@ void MC_FN(mc_conv_forward)(const REAL *x, const REAL *w, const REAL *bias, REAL
 #pragma omp for schedule(dynamic, 1)
         for (n = 0; n < g->n; n++) {
             MC_FN(image_im2col)(x + n * image_in, cols, g);
-            MC_FN(gemm)(blas, 0, 0, f, L, k_used, 1, bias ? w1 : w, k_used, cols, L, 0,
-                        out + n * f * L, L);
+            MC_FN(layer_gemm)(blas, 0, f, L, k_used, bias ? w1 : w, k_used, cols, L, 0,
+                              out + n * f * L, L);
         }
     }
 }
@@ -197,18 +220,16 @@ void MC_FN(mc_conv_backward)(const REAL *x, const REAL *w, const REAL *dout, REA
                 const REAL *d_n = dout + n * f * L;                    /* D_n, (F, L) */
                 if (dx) {
                     /* cols[:K] = W^T @ D_n, then dx_n = col2im(cols[:K]) */
-                    MC_FN(gemm)(blas, 0, 0, K, L, f, 1, wt, f, d_n, L, 0, cols, L);
+                    MC_FN(layer_gemm)(blas, 0, K, L, f, wt, f, d_n, L, 0, cols, L);
                     MC_FN(image_col2im)(cols, dx + n * image_in, g);
                 }
                 /* cols[:K] = X_n, then dw1t_b = [X_n; 1] @ D_n^T + (dw1t_b, after the first image) */
                 MC_FN(image_im2col)(x + n * image_in, cols, g);
                 if (L <= MC_DW_TRANSPOSE_MAX_L) {
                     MC_FN(transpose)(d_n, f, L, d_t);
-                    MC_FN(gemm)(blas, 0, 0, K + 1, f, L, 1, cols, L, d_t, f, n > lo ? 1 : 0,
-                                dw1t_b, f);
+                    MC_FN(layer_gemm)(blas, 0, K + 1, f, L, cols, L, d_t, f, n > lo, dw1t_b, f);
                 } else {
-                    MC_FN(gemm)(blas, 0, 1, K + 1, f, L, 1, cols, L, d_n, L, n > lo ? 1 : 0,
-                                dw1t_b, f);
+                    MC_FN(layer_gemm)(blas, 1, K + 1, f, L, cols, L, d_n, L, n > lo, dw1t_b, f);
                 }
             }
             if (hi == lo)        /* only when a caller asks for more blocks than images */

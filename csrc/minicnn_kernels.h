@@ -27,10 +27,12 @@ typedef struct {
 
 /* The caller's BLAS, for the fused convolution: addresses of its row-major cblas_sgemm and
  * cblas_dgemm (the C code links no BLAS of its own; the Cython wrapper passes the ones of the
- * OpenBLAS NumPy uses).  ilp64: the BLAS takes 64-bit integers (OpenBLAS's INTERFACE64). */
+ * OpenBLAS NumPy uses).  ilp64: the BLAS takes 64-bit integers (OpenBLAS's INTERFACE64).
+ * own_sgemm: the direct layer's float32 products go to mc_sgemm_nn / mc_sgemm_nt instead. */
 typedef struct {
     void *sgemm, *dgemm;
     int ilp64;
+    int own_sgemm;
 } mc_blas;
 
 int mc_openmp_enabled(void);
@@ -79,6 +81,17 @@ int mc_openmp_enabled(void);
                                     int64_t f, const mc_geom *g, const mc_blas *blas,            \
                                     int num_threads);                                           \
     int64_t mc_winograd_work_elems_##SUF(int64_t f, const mc_geom *g, int num_threads);
+
+/* small_gemm.c: float32 C (m, n) = A @ B or A @ B^T, row-major, [+ C when accumulate] */
+int mc_sgemm_avx512_supported(void);
+void mc_sgemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                 int64_t ldb, float *c, int64_t ldc, int accumulate);
+void mc_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                 int64_t ldb, float *c, int64_t ldc, int accumulate);
+void mc_sgemm_nn_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                       const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate);
+void mc_sgemm_nt_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                       const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate);
 
 MC_DECLARE(float, f32)
 MC_DECLARE(double, f64)

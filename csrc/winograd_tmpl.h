@@ -1,6 +1,7 @@
 /* Winograd convolution F(2x2, 3x3): 3x3 kernels, stride 1, any padding (Lavin & Gray, "Fast
  * Algorithms for Convolutional Neural Networks", CVPR 2016).  Included by im2col.c after
- * conv_tmpl.h (it reuses MC_FN(gemm) and MC_FN(transpose)) with REAL, MC_FN and MC_GEMM defined.
+ * conv_tmpl.h (it reuses MC_FN(layer_gemm) and MC_FN(transpose)) with REAL, MC_FN and MC_GEMM
+ * defined.
  *
  * The output is cut into 2x2 tiles t = (ty, tx), TY = ceil(OH/2) by TX = ceil(OW/2) of them.
  * Tile t of filter f needs the 4x4 input patch d_ct at rows 2ty - PH .. 2ty - PH + 3 and columns
@@ -308,8 +309,8 @@ void MC_FN(mc_winograd_forward)(const REAL *x, const REAL *u, const REAL *bias, 
                 MC_FN(wino_input)(parts, v + c * T1, C * T1, &w);
             }
             for (int64_t xi = 0; xi < 16; xi++)     /* M[xi] = U[xi] @ V[xi] */
-                MC_FN(gemm)(blas, 0, 0, f, T1, C, 1, u + xi * f * C, C, v + xi * C * T1, T1, 0,
-                            m + xi * f * T1, T1);
+                MC_FN(layer_gemm)(blas, 0, f, T1, C, u + xi * f * C, C, v + xi * C * T1, T1, 0,
+                                  m + xi * f * T1, T1);
             for (int64_t i = 0; i < f; i++)
                 MC_FN(wino_output)(m + i * T1, f * T1, bias ? bias[i] : 0, out + (n * f + i) * L,
                                    rows, g, &w);
@@ -352,8 +353,8 @@ void MC_FN(mc_winograd_backward)(const REAL *x, const REAL *ut, const REAL *dout
                 }
                 if (dx) {
                     for (int64_t xi = 0; xi < 16; xi++)     /* dV[xi] = U[xi]^T @ dM[xi] */
-                        MC_FN(gemm)(blas, 0, 0, C, T1, f, 1, ut + xi * C * f, f, dm + xi * f * T1,
-                                    T1, 0, v + xi * C * T1, T1);
+                        MC_FN(layer_gemm)(blas, 0, C, T1, f, ut + xi * C * f, f,
+                                          dm + xi * f * T1, T1, 0, v + xi * C * T1, T1);
                     for (int64_t c = 0; c < C; c++)
                         MC_FN(wino_input_adjoint)(v + c * T1, C * T1, dx + (n * C + c) * plane_in,
                                                   parts, g, &w);
@@ -364,8 +365,8 @@ void MC_FN(mc_winograd_backward)(const REAL *x, const REAL *ut, const REAL *dout
                 }
                 for (int64_t xi = 0; xi < 16; xi++) {       /* dU[xi] += dM[xi] @ V[xi]^T */
                     MC_FN(transpose)(v + xi * C * T1, C, T1, vt);
-                    MC_FN(gemm)(blas, 0, 0, f, C, T1, 1, dm + xi * f * T1, T1, vt, C,
-                                n > lo ? 1 : 0, du_b + xi * f * C, C);
+                    MC_FN(layer_gemm)(blas, 0, f, C, T1, dm + xi * f * T1, T1, vt, C, n > lo,
+                                      du_b + xi * f * C, C);
                 }
             }
             if (hi == lo)        /* only when a caller asks for more blocks than images */

@@ -143,6 +143,7 @@ def info():
         "openmp": kernels.openmp_enabled(),
         "fused": _fused_conv_summary(kernels),
         "winograd": _winograd_summary(kernels),
+        "gemm": conv_gemm_summary(kernels),
         "threads": get_num_threads(),
         "blas": blas_info(),
         "gpu": gpu,
@@ -169,6 +170,15 @@ def _winograd_summary(kernels):
     if not kernels.fused_conv_available():
         return "no (it runs inside the fused kernels, which are off)"
     return "no (MINICNN_WINOGRAD=0 or use_winograd(False))"
+
+
+def conv_gemm_summary(kernels):
+    """Which GEMM multiplies the conv layers' float32 products: minicnn's own or the BLAS."""
+    if not kernels.fused_conv_available():
+        return "NumPy's matmul (the fused kernels are off)"
+    if kernels.own_sgemm_enabled():
+        return "conv layers' float32 products on minicnn's AVX-512 kernels (csrc/small_gemm.c)"
+    return "conv layers' float32 products on OpenBLAS (MINICNN_OWN_SGEMM=1: on minicnn's kernels)"
 
 
 def _gpu_summary():

@@ -117,13 +117,14 @@ def blas_description():
 
 def environment():
     env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                          "OMP_NUM_THREADS", "MINICNN_KERNELS")}
+                                          "OMP_NUM_THREADS", "MINICNN_KERNELS",
+                                          "MINICNN_OWN_SGEMM")}
     torch = _torch()
     return {
         "python": platform.python_version(), "numpy": np.__version__,
         "cpu_count": os.cpu_count(), "threads": backend.get_num_threads(),
         "c_extension": kernels.c_extension_available(), "openmp": kernels.openmp_enabled(),
-        "blas": blas_description(), "env": env,
+        "blas": blas_description(), "conv_gemm": backend.conv_gemm_summary(kernels), "env": env,
         "torch": None if torch is None else torch.__version__,
     }
 
@@ -491,6 +492,7 @@ def main(argv=None):
     print(f"- kernels: {'C (OpenMP)' if env['openmp'] else 'C' if env['c_extension'] else 'NumPy only'}"
           f", threads {threads} of {env['cpu_count']} cores; numpy {env['numpy']}; "
           f"torch {env['torch'] or 'not installed'}")
+    print(f"- GEMM: {env['conv_gemm']}")
     print(f"- sgemm peak (2048^3 float32 np.matmul, {threads} threads): {peak:.1f} GFLOP/s; "
           f"copy bandwidth: {copy_gbs:.1f} GB/s (read + write, 64 MiB); store bandwidth: "
           f"{store_gbs:.1f} GB/s (1 thread filling 8 MiB)\n")

@@ -59,6 +59,14 @@ def conv_problem(draw):
     return x, weight, bias, stride, (ph, pw)
 
 
+@pytest.fixture(params=[False, True], ids=["blas-gemm", "own-gemm"])
+def gemm(request):
+    """Runs a test with the layer's float32 products on the BLAS, then on minicnn's own kernels
+    (csrc/small_gemm.c; plain loops where the CPU lacks AVX-512)."""
+    with kernels.use_own_sgemm(request.param):
+        yield request.param
+
+
 def _tol(dtype):
     return dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
 
@@ -66,7 +74,7 @@ def _tol(dtype):
 @needs_fused
 @SETTINGS
 @given(conv_problem(), st.booleans())
-def test_fused_conv_equals_the_loop_reference(problem, need_dx):
+def test_fused_conv_equals_the_loop_reference(gemm, problem, need_dx):
     x, w, b, stride, padding = problem
     out = _cpu.conv_forward(x, w, b, stride, padding)
     ref_out, ref_cache = reference.conv2d_forward(x, w, b, stride, padding)
@@ -87,13 +95,15 @@ def test_fused_conv_equals_the_loop_reference(problem, need_dx):
 @needs_fused
 @pytest.mark.parametrize("x_shape, kernel, padding", [
     ((3, 2, 16, 16), 3, 1),       # L = 256: D_n transposed, then a plain product
-    ((3, 2, 1, 257), 1, 0),       # L = 257: OpenBLAS's transposed operand
+    ((3, 2, 1, 257), 1, 0),       # L = 257: a transposed operand
     ((3, 2, 18, 18), 3, 1),       # L = 324
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_weight_gradient_on_both_sides_of_the_transpose_threshold(x_shape, kernel, padding, dtype):
-    """conv_tmpl.h multiplies by D_n^T in two ways, chosen by the output size L; the hypothesis
-    problems above are all small (L <= 100)."""
+def test_weight_gradient_on_both_sides_of_the_transpose_threshold(x_shape, kernel, padding, dtype,
+                                                                 gemm):
+    """conv_tmpl.h multiplies by D_n^T in two ways, chosen by the output size L (with its own
+    kernels: the nn kernel on D_n^T, or the nt dot-product kernel); the hypothesis problems
+    above are all small (L <= 100)."""
     rng = np.random.default_rng(4)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal((5, x_shape[1], kernel, kernel)).astype(dtype)
@@ -127,7 +137,7 @@ def test_fused_and_batched_routes_agree(dtype):
 
 @needs_fused
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_same_bits_for_one_and_two_threads(dtype, threads):
+def test_same_bits_for_one_and_two_threads(dtype, threads, gemm):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((37, 5, 12, 12)).astype(dtype)     # 37 images: uneven blocks
     w = rng.standard_normal((7, 5, 3, 3)).astype(dtype)

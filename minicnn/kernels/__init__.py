@@ -52,6 +52,9 @@ The conv and matmul kernels keep NumPy's OpenBLAS on one thread and call it from
 OpenMP threads: a BLAS thread pool woken beside those threads keeps spinning on the cores they
 need (measured: a train step 30 % slower; see benchmarks/NOTES.md).  ``MINICNN_FUSED_CONV=0``
 switches them off, ``MINICNN_WINOGRAD=0`` (or ``use_winograd(False)``) only the Winograd route.
+The direct layer's float32 products run on minicnn's own AVX-512 GEMM (csrc/small_gemm.c) where
+NumPy's OpenBLAS has no small-matrix kernel of its own (``own_sgemm_enabled()``;
+``MINICNN_OWN_SGEMM=1`` or ``=0`` forces the choice, ``use_own_sgemm`` for a block of code).
 
 Choose the CPU implementation with ``MINICNN_KERNELS=numpy`` (environment) or
 ``use_kernels("numpy")`` (context manager, for tests and benchmarks).
@@ -100,10 +103,24 @@ def _find_blas():
     return find_numpy_openblas()
 
 
+def _own_sgemm_default(cpu, openblas):
+    """Whether the direct conv layer's float32 products go to minicnn's AVX-512 kernels
+    (csrc/small_gemm.c) instead of OpenBLAS.  ``MINICNN_OWN_SGEMM=1`` or ``=0`` decides; by
+    default yes where the CPU has AVX-512 and OpenBLAS's kernel has no small-matrix sgemm of its
+    own: there ours run those products 1.5-3x faster, and beside OpenBLAS's SkylakeX kernel they
+    are no faster (benchmarks/NOTES.md, round 5)."""
+    choice = os.environ.get("MINICNN_OWN_SGEMM", "auto")
+    if choice in ("0", "1"):
+        return choice == "1"
+    return cpu.sgemm_avx512_supported() and not openblas.has_small_matrix_sgemm()
+
+
 _openblas = _find_blas()              # NumPy's OpenBLAS, for the fused kernels; None: batched
 _cpu = _import_cpu_kernels(300_000 if _openblas is not None else 3_000)
 if _cpu is not None:
     _cpu._set_blas(_openblas)
+    if _openblas is not None:
+        _cpu._set_own_sgemm(_own_sgemm_default(_cpu, _openblas))
 else:
     _openblas = None
 
@@ -213,6 +230,27 @@ def use_fused_conv(enabled):
         yield
     finally:
         _fused_conv_on = previous
+
+
+def own_sgemm_enabled():
+    """True when the direct conv layer's float32 products run on minicnn's own kernels
+    (csrc/small_gemm.c) rather than on the BLAS."""
+    return fused_conv_available() and _cpu.own_sgemm_enabled()
+
+
+@contextlib.contextmanager
+def use_own_sgemm(enabled):
+    """Temporarily run the direct conv layer's float32 products on minicnn's own kernels (True)
+    or on the BLAS (False), for tests and benchmarks.  Where the CPU lacks AVX-512 the own
+    kernels are plain loops: correct, and slow."""
+    if _cpu is None or _openblas is None:
+        raise RuntimeError("use_own_sgemm: the fused convolution is not available")
+    previous = _cpu.own_sgemm_enabled()
+    _cpu._set_own_sgemm(enabled)
+    try:
+        yield
+    finally:
+        _cpu._set_own_sgemm(previous)
 
 
 def conv_forward(x, w, b, stride, padding, out=None, work=None):

@@ -37,12 +37,21 @@ class OpenBLAS:
         get_config = symbol("openblas_get_config")
         get_config.restype = ctypes.c_char_p
         self.config = (get_config() or b"").decode("ascii", "replace")
+        get_corename = symbol("openblas_get_corename")
+        get_corename.restype = ctypes.c_char_p
+        self.corename = (get_corename() or b"").decode("ascii", "replace")   # kernel: "Haswell"
         # INTERFACE64 builds take 64-bit ints; their config string says USE64BITINT
         self.ilp64 = "USE64BITINT" in self.config
 
     def describe(self):
         ints = "64-bit" if self.ilp64 else "32-bit"
-        return f"{os.path.basename(self.filepath)}, {ints} ints"
+        return f"{os.path.basename(self.filepath)}, {ints} ints, kernel {self.corename}"
+
+    def has_small_matrix_sgemm(self):
+        """True for OpenBLAS's AVX-512 targets, whose "direct" sgemm multiplies small matrices
+        in place; its other kernels pack both operands first (kernel/x86_64/sgemm_direct_skylakex.c
+        is built for SKYLAKEX, COOPERLAKE and SAPPHIRERAPIDS only)."""
+        return self.corename.lower() in ("skylakex", "cooperlake", "sapphirerapids")
 
 
 def _numpy_openblas_path():

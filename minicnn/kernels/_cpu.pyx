@@ -55,6 +55,16 @@ cdef extern from "minicnn_kernels.h" nogil:
         void *sgemm
         void *dgemm
         int ilp64
+        int own_sgemm
+    int mc_sgemm_avx512_supported()
+    void mc_sgemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                     int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
+    void mc_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
+                     int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
+    void mc_sgemm_nn_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                           const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
+    void mc_sgemm_nt_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                           const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
     void mc_relu_forward_f32(const float *x, float *out, int64_t n, int nt)
     void mc_relu_forward_f64(const double *x, double *out, int64_t n, int nt)
     void mc_relu_backward_f32(const float *d, const float *out, float *dx, int64_t n, int nt)
@@ -736,6 +746,63 @@ cdef void _blas_single_thread_exit() noexcept:
 def fused_conv_available():
     """True when conv_forward / conv_backward can run (a usable BLAS was found)."""
     return _blas_owner is not None
+
+
+def sgemm_avx512_supported():
+    """True when this CPU runs csrc/small_gemm.c's AVX-512 kernels (else they are plain loops)."""
+    return mc_sgemm_avx512_supported() != 0
+
+
+def _set_own_sgemm(enabled):
+    """The direct conv's float32 products: minicnn's kernels (True) or the BLAS (False)."""
+    _blas.own_sgemm = 1 if enabled else 0
+
+
+def own_sgemm_enabled():
+    return _blas.own_sgemm != 0
+
+
+def small_sgemm(a, b, trans_b=False, c=None, loops=False):
+    """a @ b, or a @ b.T when trans_b, for 2-D float32 arrays, by csrc/small_gemm.c's kernels
+    (one thread; ``loops``: its plain loops instead); with ``c`` (C-contiguous float32 of the
+    result's shape) the product is added to c, which is returned.  For tests of those kernels."""
+    cdef cnp.ndarray aa = _float_array(a, "a", "small_sgemm", 2)
+    cdef cnp.ndarray ba = _float_array(b, "b", "small_sgemm", 2)
+    cdef cnp.ndarray o
+    cdef cnp.npy_intp dims[2]
+    cdef int tb = 1 if trans_b else 0, accumulate = 0 if c is None else 1
+    cdef bint plain = bool(loops)
+    cdef int64_t m, n, k, kb
+    if cnp.PyArray_TYPE(aa) != cnp.NPY_FLOAT32 or cnp.PyArray_TYPE(ba) != cnp.NPY_FLOAT32:
+        raise TypeError(f"small_sgemm: a and b must be float32, got {aa.dtype} and {ba.dtype}")
+    m, k = cnp.PyArray_DIM(aa, 0), cnp.PyArray_DIM(aa, 1)
+    kb, n = cnp.PyArray_DIM(ba, 0), cnp.PyArray_DIM(ba, 1)
+    if tb:
+        kb, n = n, kb
+    if k != kb:
+        raise ValueError(f"small_sgemm: inner sizes differ: a.shape={(<object>aa).shape}, "
+                         f"b.shape={(<object>ba).shape}, trans_b={bool(tb)}")
+    dims[0], dims[1] = m, n
+    if c is None:
+        o = _new(2, dims, cnp.NPY_FLOAT32)
+    else:
+        o = _check_out(c, 2, dims, cnp.NPY_FLOAT32, "small_sgemm (c)")
+    if m == 0 or n == 0:
+        return o
+    cdef const float *pa = <const float *>cnp.PyArray_DATA(aa)
+    cdef const float *pb = <const float *>cnp.PyArray_DATA(ba)
+    cdef float *pc = <float *>cnp.PyArray_DATA(o)
+    cdef int64_t lda = max(k, 1), ldb = max(k, 1) if tb else n
+    with nogil:
+        if tb and plain:
+            mc_sgemm_nt_loops(m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
+        elif tb:
+            mc_sgemm_nt(m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
+        elif plain:
+            mc_sgemm_nn_loops(m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
+        else:
+            mc_sgemm_nn(m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
+    return o
 
 
 def matmul(a, b, trans_a=False, trans_b=False, out=None):
