@@ -53,6 +53,12 @@ static void MC_FN(gemm)(const mc_blas *blas, int trans_a, int trans_b, int64_t m
     }
 }
 
+/* small_gemm.c's nt kernel does not block for the caches: its two operands must fit in the L2
+ * cache together.  Case D's direct dW, (577, 1024) and (64, 1024), 2.6 MB, ran at 82 GFLOP/s
+ * against 92 for OpenBLAS's Haswell kernel; A's and C1's, 245 and 74 KB, at 98 and 64 against
+ * 67 and 26 (benchmarks/bench_gemm.py). */
+#define MC_OWN_NT_MAX_BYTES (512 * 1024)
+
 /* The layer's own products: C (m, n) = A @ B, or A @ B^T when trans_b, [+ C when accumulate].
  * With blas->own_sgemm, float32 goes to minicnn's kernels (small_gemm.c), which skip the
  * packing that OpenBLAS's kernels other than SkylakeX's spend most of these products on. */
@@ -61,7 +67,8 @@ static void MC_FN(layer_gemm)(const mc_blas *blas, int trans_b, int64_t m, int64
                               int accumulate, REAL *c, int64_t ldc)
 {
 #if MC_OWN_SGEMM
-    if (blas->own_sgemm) {
+    const int nt_fits = (m + n) * k * (int64_t)sizeof(REAL) <= MC_OWN_NT_MAX_BYTES;
+    if (blas->own_sgemm && (!trans_b || nt_fits)) {
         if (trans_b)
             mc_sgemm_nt(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
         else
