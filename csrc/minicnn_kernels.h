@@ -28,7 +28,7 @@ typedef struct {
 /* The caller's BLAS, for the fused convolution: addresses of its row-major cblas_sgemm and
  * cblas_dgemm (the C code links no BLAS of its own; the Cython wrapper passes the ones of the
  * OpenBLAS NumPy uses).  ilp64: the BLAS takes 64-bit integers (OpenBLAS's INTERFACE64).
- * own_sgemm: the direct layer's float32 products go to mc_sgemm_nn / mc_sgemm_nt instead. */
+ * own_sgemm: the conv layers' float32 products go to mc_sgemm_nn / mc_sgemm_nt instead. */
 typedef struct {
     void *sgemm, *dgemm;
     int ilp64;

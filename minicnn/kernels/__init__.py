@@ -52,8 +52,8 @@ The conv and matmul kernels keep NumPy's OpenBLAS on one thread and call it from
 OpenMP threads: a BLAS thread pool woken beside those threads keeps spinning on the cores they
 need (measured: a train step 30 % slower; see benchmarks/NOTES.md).  ``MINICNN_FUSED_CONV=0``
 switches them off, ``MINICNN_WINOGRAD=0`` (or ``use_winograd(False)``) only the Winograd route.
-The direct layer's float32 products run on minicnn's own AVX-512 GEMM (csrc/small_gemm.c) where
-NumPy's OpenBLAS has no small-matrix kernel of its own (``own_sgemm_enabled()``;
+The conv layers' float32 products (direct and Winograd) run on minicnn's own AVX-512 GEMM
+(csrc/small_gemm.c) where NumPy's OpenBLAS has no small-matrix kernel of its own (``own_sgemm_enabled()``;
 ``MINICNN_OWN_SGEMM=1`` or ``=0`` forces the choice, ``use_own_sgemm`` for a block of code).
 
 Choose the CPU implementation with ``MINICNN_KERNELS=numpy`` (environment) or
@@ -104,11 +104,11 @@ def _find_blas():
 
 
 def _own_sgemm_default(cpu, openblas):
-    """Whether the direct conv layer's float32 products go to minicnn's AVX-512 kernels
+    """Whether the conv layers' float32 products go to minicnn's AVX-512 kernels
     (csrc/small_gemm.c) instead of OpenBLAS.  ``MINICNN_OWN_SGEMM=1`` or ``=0`` decides; by
     default yes where the CPU has AVX-512 and OpenBLAS's kernel has no small-matrix sgemm of its
-    own: there ours run those products 1.5-3x faster, and beside OpenBLAS's SkylakeX kernel they
-    are no faster (benchmarks/NOTES.md, round 5)."""
+    own: there ours run those products 1.3-2.9x faster, while beside OpenBLAS's SkylakeX kernel
+    they are slower on some (benchmarks/bench_gemm.py; benchmarks/NOTES.md, round 5)."""
     choice = os.environ.get("MINICNN_OWN_SGEMM", "auto")
     if choice in ("0", "1"):
         return choice == "1"
@@ -233,15 +233,15 @@ def use_fused_conv(enabled):
 
 
 def own_sgemm_enabled():
-    """True when the direct conv layer's float32 products run on minicnn's own kernels
+    """True when the conv layers' float32 products run on minicnn's own kernels
     (csrc/small_gemm.c) rather than on the BLAS."""
     return fused_conv_available() and _cpu.own_sgemm_enabled()
 
 
 @contextlib.contextmanager
 def use_own_sgemm(enabled):
-    """Temporarily run the direct conv layer's float32 products on minicnn's own kernels (True)
-    or on the BLAS (False), for tests and benchmarks.  Where the CPU lacks AVX-512 the own
+    """Temporarily run the conv layers' float32 products on minicnn's own kernels (True) or on
+    the BLAS (False), for tests and benchmarks.  Where the CPU lacks AVX-512 the own
     kernels are plain loops: correct, and slow."""
     if _cpu is None or _openblas is None:
         raise RuntimeError("use_own_sgemm: the fused convolution is not available")

@@ -754,7 +754,7 @@ def sgemm_avx512_supported():
 
 
 def _set_own_sgemm(enabled):
-    """The direct conv's float32 products: minicnn's kernels (True) or the BLAS (False)."""
+    """The conv layers' float32 products: minicnn's kernels (True) or the BLAS (False)."""
     _blas.own_sgemm = 1 if enabled else 0
 
 
