@@ -53,10 +53,11 @@ static void MC_FN(gemm)(const mc_blas *blas, int trans_a, int trans_b, int64_t m
     }
 }
 
-/* small_gemm.c's nt kernel does not block for the caches: its two operands must fit in the L2
- * cache together.  Case D's direct dW, (577, 1024) and (64, 1024), 2.6 MB, ran at 82 GFLOP/s
- * against 92 for OpenBLAS's Haswell kernel; A's and C1's, 245 and 74 KB, at 98 and 64 against
- * 67 and 26 (benchmarks/bench_gemm.py). */
+/* small_gemm.c's nt kernel does not block for the caches: for every 4 rows of A it reads all of
+ * B again, which is cheap only while both operands fit in the L2 cache together (A's and C1's
+ * dW: 245 and 74 KB).  Larger products go to the BLAS, which blocks for the caches; case D's
+ * direct dW (2.6 MB) ran as fast either way (benchmarks/NOTES.md, round 5), but a layer of
+ * hundreds of channels would stream B from memory once per 4 rows of A. */
 #define MC_OWN_NT_MAX_BYTES (512 * 1024)
 
 /* The layer's own products: C (m, n) = A @ B, or A @ B^T when trans_b, [+ C when accumulate].

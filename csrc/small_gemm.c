@@ -11,7 +11,7 @@
  * case B are (64, 32) @ (32, 72).  Before its kernel runs, OpenBLAS copies ("packs") both
  * operands into its own layout, which for products this small costs about as much as the
  * product; only its AVX-512 targets (SkylakeX and later) have "direct" small-matrix kernels that
- * skip the packing.  With OPENBLAS_CORETYPE=Haswell, one core ran these products at 28-102
+ * skip the packing.  With OPENBLAS_CORETYPE=Haswell, one core ran these products at 24-102
  * GFLOP/s; these kernels run them at 83-165, about what OpenBLAS's SkylakeX kernels reach
  * (benchmarks/NOTES.md, round 5).  minicnn.kernels turns them on where the CPU has AVX-512 and
  * NumPy's OpenBLAS has no small-matrix kernels.
@@ -171,6 +171,21 @@ static MC_AVX512 void mc_sgemm_nn_avx512(int64_t m, int64_t n, int64_t k, const 
 /* nt: c_rs += the products of 16 neighbouring values of A's row r and B's row s */
 #define MC_DOT(r, s) c##r##s = _mm512_fmadd_ps(x##r, y##s, c##r##s);
 
+/* One step of the 4 x 4 dot products: 16 values of each row from p on, read by LOAD */
+#define MC_NT_STEP(LOAD)                                                                \
+    {                                                                                    \
+        const __m512 x0 = LOAD(a0 + p), x1 = LOAD(a1 + p), x2 = LOAD(a2 + p),            \
+                     x3 = LOAD(a3 + p);                                                  \
+        const __m512 y0 = LOAD(b0 + p), y1 = LOAD(b1 + p), y2 = LOAD(b2 + p),            \
+                     y3 = LOAD(b3 + p);                                                  \
+        MC_DOT(0, 0) MC_DOT(0, 1) MC_DOT(0, 2) MC_DOT(0, 3)                               \
+        MC_DOT(1, 0) MC_DOT(1, 1) MC_DOT(1, 2) MC_DOT(1, 3)                               \
+        MC_DOT(2, 0) MC_DOT(2, 1) MC_DOT(2, 2) MC_DOT(2, 3)                               \
+        MC_DOT(3, 0) MC_DOT(3, 1) MC_DOT(3, 2) MC_DOT(3, 3)                               \
+    }
+#define MC_LOAD_ALL(ptr) _mm512_loadu_ps(ptr)
+#define MC_LOAD_LAST(ptr) _mm512_maskz_loadu_ps(last, ptr)
+
 /* C[:rows, :cols] (+)= A[:rows, :] @ B[:cols, :]^T, rows, cols <= 4 */
 static MC_AVX512 void mc_nt_tile_4x4(int rows, int cols, int64_t k, const float *a, int64_t lda,
                                      const float *b, int64_t ldb, float *c, int64_t ldc,
@@ -183,16 +198,13 @@ static MC_AVX512 void mc_nt_tile_4x4(int rows, int cols, int64_t k, const float 
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00,
            c12 = c00, c13 = c00, c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00,
            c31 = c00, c32 = c00, c33 = c00;
-    for (int64_t p = 0; p < k; p += 16) {
-        const __mmask16 lanes = mc_lanes(k - p);
-        const __m512 x0 = _mm512_maskz_loadu_ps(lanes, a0 + p), x1 = _mm512_maskz_loadu_ps(lanes, a1 + p),
-                     x2 = _mm512_maskz_loadu_ps(lanes, a2 + p), x3 = _mm512_maskz_loadu_ps(lanes, a3 + p);
-        const __m512 y0 = _mm512_maskz_loadu_ps(lanes, b0 + p), y1 = _mm512_maskz_loadu_ps(lanes, b1 + p),
-                     y2 = _mm512_maskz_loadu_ps(lanes, b2 + p), y3 = _mm512_maskz_loadu_ps(lanes, b3 + p);
-        MC_DOT(0, 0) MC_DOT(0, 1) MC_DOT(0, 2) MC_DOT(0, 3)
-        MC_DOT(1, 0) MC_DOT(1, 1) MC_DOT(1, 2) MC_DOT(1, 3)
-        MC_DOT(2, 0) MC_DOT(2, 1) MC_DOT(2, 2) MC_DOT(2, 3)
-        MC_DOT(3, 0) MC_DOT(3, 1) MC_DOT(3, 2) MC_DOT(3, 3)
+    /* whole steps with plain loads, then the last k % 16 values with masked ones (masked loads
+     * in every step ran A's dW at 104-108 GFLOP/s, plain ones at 134-140) */
+    int64_t p = 0;
+    for (; p + 16 <= k; p += 16) MC_NT_STEP(MC_LOAD_ALL)
+    if (p < k) {
+        const __mmask16 last = mc_lanes(k - p);
+        MC_NT_STEP(MC_LOAD_LAST)
     }
     const __m512 tile[4][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13},
                                {c20, c21, c22, c23}, {c30, c31, c32, c33}};
