@@ -15,8 +15,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 static inline int mc_thread_id(void) { return omp_get_thread_num(); }
+static inline int mc_num_procs(void) { return omp_get_num_procs(); }   /* this process may use */
 #else
 static inline int mc_thread_id(void) { return 0; }
+static inline int mc_num_procs(void) { return 1; }
 #endif
 
 /* MC_CAT(name, f32) -> name_f32: the per-type names of the kernels built from a template. */
