@@ -12,9 +12,9 @@ with any other (``OPENBLAS_CORETYPE=Haswell``) it packs both operands first.  Ru
     python benchmarks/bench_gemm.py
     OPENBLAS_CORETYPE=Haswell python benchmarks/bench_gemm.py
 
-Both sides pay one Python call per product, a few microseconds where the smallest products take
-10-20; each side's call overhead, timed on a 1x1x1 product, is subtracted before GFLOP/s and
-ratios are computed (the raw times are in the last two columns).
+Both sides are timed the way the layers call them (``minicnn.kernels._cpu.layer_sgemm``: the
+same dispatch, the BLAS on one thread), each product repeated in a C loop so that no Python runs
+between calls.
 """
 import argparse
 import os
@@ -45,15 +45,14 @@ SHAPES = [
     ("D direct dW", 577, 64, 1024, True),
 ]
 
-CALLS_PER_TIMING = 20
+MIN_SECONDS = 0.002          # each timing repeats the product for at least this long
 
 
-def per_call(fn, repeat):
-    """Median seconds of one fn() call, timed CALLS_PER_TIMING calls at a time."""
-    def batch():
-        for _ in range(CALLS_PER_TIMING):
-            fn()
-    return timeit(batch, repeat=repeat, warmup=2) / CALLS_PER_TIMING
+def per_call(product, repeat):
+    """Median seconds of one call of product(times), which computes the product `times` times."""
+    one_call = timeit(lambda: product(1), repeat=3, warmup=1)
+    times = max(1, int(MIN_SECONDS / max(one_call, 1e-7)))
+    return timeit(lambda: product(times), repeat=repeat, warmup=1) / times
 
 
 def main(argv=None):
@@ -61,34 +60,31 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=15, help="timings per median")
     args = parser.parse_args(argv)
     try:
-        from threadpoolctl import threadpool_limits
         from minicnn.kernels import _cpu
     except ImportError as exc:
-        sys.exit(f"bench_gemm needs threadpoolctl and the C extension: {exc}")
+        sys.exit(f"bench_gemm needs the C extension: {exc}")
+    if not _cpu.fused_conv_available():
+        sys.exit("bench_gemm needs NumPy's OpenBLAS (see minicnn.kernels._blas)")
 
     print(f"- BLAS: {blas_description()}")
     print(f"- minicnn's kernels: {'AVX-512' if _cpu.sgemm_avx512_supported() else 'plain loops (no AVX-512)'}")
-    print("- one thread each; GFLOP/s = 2 m n k / time\n")
-    print("| product | m | n | k | op | OpenBLAS GFLOP/s | minicnn GFLOP/s | minicnn / OpenBLAS "
-          "| OpenBLAS us (raw) | minicnn us (raw) |")
-    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("- one thread each; GFLOP/s = 2 m n k / time; products past the nt kernel's size "
+          "limit run on OpenBLAS in both columns, as in the layers\n")
+    print("| product | m | n | k | op | OpenBLAS GFLOP/s | minicnn GFLOP/s | minicnn / OpenBLAS |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
     rng = np.random.default_rng(0)
-    with threadpool_limits(1):
-        one = np.ones((1, 1), np.float32)
-        call_blas = per_call(lambda: np.matmul(one, one, out=one.copy()), args.repeat)
-        call_own = per_call(lambda: _cpu.small_sgemm(one, one), args.repeat)
-        for name, m, n, k, trans_b in SHAPES:
-            a = rng.standard_normal((m, k), dtype=np.float32)
-            b = rng.standard_normal((n, k) if trans_b else (k, n), dtype=np.float32)
-            b_op = b.T if trans_b else b                  # a view: OpenBLAS gets the trans flag
-            out = np.empty((m, n), np.float32)
-            t_blas = per_call(lambda: np.matmul(a, b_op, out=out), args.repeat)
-            t_own = per_call(lambda: _cpu.small_sgemm(a, b, trans_b=trans_b), args.repeat)
-            net_blas, net_own = t_blas - call_blas, t_own - call_own
-            flops = 2.0 * m * n * k
-            print(f"| {name} | {m} | {n} | {k} | {'nt' if trans_b else 'nn'} | "
-                  f"{flops / net_blas / 1e9:.0f} | {flops / net_own / 1e9:.0f} | "
-                  f"{net_blas / net_own:.2f} | {t_blas * 1e6:.1f} | {t_own * 1e6:.1f} |")
+    for name, m, n, k, trans_b in SHAPES:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((n, k) if trans_b else (k, n), dtype=np.float32)
+
+        def seconds(own):
+            return per_call(lambda times: _cpu.layer_sgemm(a, b, trans_b, own=own, repeat=times),
+                            args.repeat)
+
+        t_blas, t_own = seconds(False), seconds(True)
+        flops = 2.0 * m * n * k
+        print(f"| {name} | {m} | {n} | {k} | {'nt' if trans_b else 'nn'} | "
+              f"{flops / t_blas / 1e9:.0f} | {flops / t_own / 1e9:.0f} | {t_blas / t_own:.2f} |")
 
 
 if __name__ == "__main__":

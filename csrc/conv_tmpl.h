@@ -80,6 +80,18 @@ static void MC_FN(layer_gemm)(const mc_blas *blas, int trans_b, int64_t m, int64
     MC_FN(gemm)(blas, 0, trans_b, m, n, k, 1, a, lda, b, ldb, accumulate ? 1 : 0, c, ldc);
 }
 
+#if MC_OWN_SGEMM
+/* C = A @ B (or A @ B^T) by layer_gemm, `repeat` times over: benchmarks/bench_gemm.py times the
+ * layers' products on minicnn's kernels and on the BLAS this way, without Python between calls. */
+void mc_layer_sgemm_repeat(const mc_blas *blas, int trans_b, int64_t m, int64_t n, int64_t k,
+                           const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+                           int64_t ldc, int64_t repeat)
+{
+    for (int64_t r = 0; r < repeat; r++)
+        MC_FN(layer_gemm)(blas, trans_b, m, n, k, a, lda, b, ldb, 0, c, ldc);
+}
+#endif
+
 /* C (m, n) = op(A) @ op(B), split along its longer side into panels that the threads share,
  * each panel one single-threaded BLAS call (for the linear layers, so that no BLAS thread pool
  * runs beside the kernels' OpenMP threads).  There is one panel per processor of the machine,

@@ -93,6 +93,12 @@ void mc_sgemm_nn_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t 
 void mc_sgemm_nt_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                        const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate);
 
+/* conv_tmpl.h: the conv layers' float32 product (minicnn's kernels or the BLAS, as blas says),
+ * repeated, for benchmarks */
+void mc_layer_sgemm_repeat(const mc_blas *blas, int trans_b, int64_t m, int64_t n, int64_t k,
+                           const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+                           int64_t ldc, int64_t repeat);
+
 MC_DECLARE(float, f32)
 MC_DECLARE(double, f64)
 

@@ -155,3 +155,22 @@ def test_info_says_which_gemm_the_conv_layers_use():
         with kernels.use_own_sgemm(own):
             assert kernels.own_sgemm_enabled() is own
             assert words in backend.info()["gemm"]
+
+
+@pytest.mark.skipif(not kernels.fused_conv_available(), reason="no fused conv")
+@pytest.mark.parametrize("own", [False, True])
+@pytest.mark.parametrize("m, n, k, trans_b", [
+    (32, 1024, 28, False), (26, 6, 576, True),
+    (300, 64, 600, True),         # operands past the nt kernel's 512 KiB: the BLAS either way
+])
+def test_layer_sgemm_multiplies_as_the_layers_do(own, m, n, k, trans_b):
+    """The benchmark's entry point: the layers' dispatch, repeated; the result of the last
+    repetition is the product."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    expected = a.astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+    got = _cpu.layer_sgemm(a, b, trans_b, own=own, repeat=3)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="repeat"):
+        _cpu.layer_sgemm(a, b, trans_b, own=own, repeat=0)

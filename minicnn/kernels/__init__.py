@@ -107,7 +107,7 @@ def _own_sgemm_default(cpu, openblas):
     """Whether the conv layers' float32 products go to minicnn's AVX-512 kernels
     (csrc/small_gemm.c) instead of OpenBLAS.  ``MINICNN_OWN_SGEMM=1`` or ``=0`` decides; by
     default yes where the CPU has AVX-512 and OpenBLAS's kernel has no small-matrix sgemm of its
-    own: there ours run those products 1.3-2.5x faster, while beside OpenBLAS's SkylakeX kernel
+    own: there ours run those products 1.4-2.9x faster, while beside OpenBLAS's SkylakeX kernel
     they are slower on some (benchmarks/bench_gemm.py; benchmarks/NOTES.md, round 5)."""
     choice = os.environ.get("MINICNN_OWN_SGEMM", "auto")
     if choice in ("0", "1"):

@@ -65,6 +65,9 @@ cdef extern from "minicnn_kernels.h" nogil:
                            const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
     void mc_sgemm_nt_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                            const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
+    void mc_layer_sgemm_repeat(const mc_blas *blas, int trans_b, int64_t m, int64_t n, int64_t k,
+                               const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+                               int64_t ldc, int64_t repeat) nogil
     void mc_relu_forward_f32(const float *x, float *out, int64_t n, int nt)
     void mc_relu_forward_f64(const double *x, double *out, int64_t n, int nt)
     void mc_relu_backward_f32(const float *d, const float *out, float *dx, int64_t n, int nt)
@@ -762,26 +765,33 @@ def own_sgemm_enabled():
     return _blas.own_sgemm != 0
 
 
+cdef tuple _sgemm_operands(object a, object b, bint trans_b, str op):
+    """(a, b, m, n, k) for C (m, n) = a @ b, or a @ b.T when trans_b: float32 2-D arrays."""
+    cdef cnp.ndarray aa = _float_array(a, "a", op, 2)
+    cdef cnp.ndarray ba = _float_array(b, "b", op, 2)
+    cdef int64_t m, n, k, kb
+    if cnp.PyArray_TYPE(aa) != cnp.NPY_FLOAT32 or cnp.PyArray_TYPE(ba) != cnp.NPY_FLOAT32:
+        raise TypeError(f"{op}: a and b must be float32, got {aa.dtype} and {ba.dtype}")
+    m, k = cnp.PyArray_DIM(aa, 0), cnp.PyArray_DIM(aa, 1)
+    kb, n = cnp.PyArray_DIM(ba, 0), cnp.PyArray_DIM(ba, 1)
+    if trans_b:
+        kb, n = n, kb
+    if k != kb:
+        raise ValueError(f"{op}: inner sizes differ: a.shape={(<object>aa).shape}, "
+                         f"b.shape={(<object>ba).shape}, trans_b={bool(trans_b)}")
+    return aa, ba, m, n, k
+
+
 def small_sgemm(a, b, trans_b=False, c=None, loops=False):
     """a @ b, or a @ b.T when trans_b, for 2-D float32 arrays, by csrc/small_gemm.c's kernels
     (one thread; ``loops``: its plain loops instead); with ``c`` (C-contiguous float32 of the
     result's shape) the product is added to c, which is returned.  For tests of those kernels."""
-    cdef cnp.ndarray aa = _float_array(a, "a", "small_sgemm", 2)
-    cdef cnp.ndarray ba = _float_array(b, "b", "small_sgemm", 2)
-    cdef cnp.ndarray o
+    cdef cnp.ndarray aa, ba, o
     cdef cnp.npy_intp dims[2]
     cdef int tb = 1 if trans_b else 0, accumulate = 0 if c is None else 1
     cdef bint plain = bool(loops)
-    cdef int64_t m, n, k, kb
-    if cnp.PyArray_TYPE(aa) != cnp.NPY_FLOAT32 or cnp.PyArray_TYPE(ba) != cnp.NPY_FLOAT32:
-        raise TypeError(f"small_sgemm: a and b must be float32, got {aa.dtype} and {ba.dtype}")
-    m, k = cnp.PyArray_DIM(aa, 0), cnp.PyArray_DIM(aa, 1)
-    kb, n = cnp.PyArray_DIM(ba, 0), cnp.PyArray_DIM(ba, 1)
-    if tb:
-        kb, n = n, kb
-    if k != kb:
-        raise ValueError(f"small_sgemm: inner sizes differ: a.shape={(<object>aa).shape}, "
-                         f"b.shape={(<object>ba).shape}, trans_b={bool(tb)}")
+    cdef int64_t m, n, k
+    aa, ba, m, n, k = _sgemm_operands(a, b, tb, "small_sgemm")
     dims[0], dims[1] = m, n
     if c is None:
         o = _new(2, dims, cnp.NPY_FLOAT32)
@@ -802,6 +812,39 @@ def small_sgemm(a, b, trans_b=False, c=None, loops=False):
             mc_sgemm_nn_loops(m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
         else:
             mc_sgemm_nn(m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
+    return o
+
+
+def layer_sgemm(a, b, trans_b=False, own=True, repeat=1):
+    """a @ b, or a @ b.T when trans_b, for 2-D float32 arrays, the way the conv layers multiply:
+    on minicnn's kernels (``own``) or on the BLAS, one thread, computed ``repeat`` times over
+    (benchmarks/bench_gemm.py times many calls without Python between them).  Products over the
+    nt kernel's size limit go to the BLAS either way, as in the layers."""
+    cdef cnp.ndarray aa, ba, o
+    cdef cnp.npy_intp dims[2]
+    cdef int tb = 1 if trans_b else 0
+    cdef int64_t m, n, k, times
+    cdef mc_blas chosen
+    if _blas_owner is None:
+        raise RuntimeError("layer_sgemm: no usable BLAS (see minicnn.kernels._blas)")
+    times = _as_size(repeat, "repeat", "layer_sgemm", 1)
+    aa, ba, m, n, k = _sgemm_operands(a, b, tb, "layer_sgemm")
+    if not _blas.ilp64 and max(m, n, k) > LIMIT:
+        raise ValueError(f"layer_sgemm: sizes {(m, n, k)} are too large for a 32-bit BLAS")
+    dims[0], dims[1] = m, n
+    o = _new(2, dims, cnp.NPY_FLOAT32)
+    if m == 0 or n == 0:
+        return o
+    chosen = _blas
+    chosen.own_sgemm = 1 if own else 0
+    cdef const float *pa = <const float *>cnp.PyArray_DATA(aa)
+    cdef const float *pb = <const float *>cnp.PyArray_DATA(ba)
+    cdef float *pc = <float *>cnp.PyArray_DATA(o)
+    cdef int64_t lda = max(k, 1), ldb = max(k, 1) if tb else max(n, 1)
+    _blas_single_thread_enter()
+    with nogil:
+        mc_layer_sgemm_repeat(&chosen, tb, m, n, k, pa, lda, pb, ldb, pc, max(n, 1), times)
+    _blas_single_thread_exit()
     return o
 
 
