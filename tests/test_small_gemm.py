@@ -149,6 +149,12 @@ def test_own_sgemm_default(monkeypatch, env, avx512, corename, expected):
     assert kernels._own_sgemm_default(_FakeCPU(avx512), _FakeBLAS(corename)) is expected
 
 
+def test_own_sgemm_setting_other_than_0_1_auto_warns(monkeypatch):
+    monkeypatch.setenv("MINICNN_OWN_SGEMM", "yes")
+    with pytest.warns(RuntimeWarning, match="MINICNN_OWN_SGEMM must be 0, 1 or auto, got 'yes'"):
+        assert kernels._own_sgemm_default(_FakeCPU(True), _FakeBLAS("Haswell")) is True
+
+
 @pytest.mark.skipif(not kernels.fused_conv_available(), reason="no fused conv")
 def test_info_says_which_gemm_the_conv_layers_use():
     from minicnn import backend

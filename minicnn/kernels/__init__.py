@@ -112,6 +112,9 @@ def _own_sgemm_default(cpu, openblas):
     choice = os.environ.get("MINICNN_OWN_SGEMM", "auto")
     if choice in ("0", "1"):
         return choice == "1"
+    if choice != "auto":
+        warnings.warn(f"minicnn: MINICNN_OWN_SGEMM must be 0, 1 or auto, got {choice!r}; "
+                      f"using auto", RuntimeWarning, stacklevel=2)
     return cpu.sgemm_avx512_supported() and not openblas.has_small_matrix_sgemm()
 
 
