@@ -92,13 +92,15 @@ void mc_layer_sgemm_repeat(const mc_blas *blas, int trans_b, int64_t m, int64_t 
 }
 #endif
 
+#define MC_MATMUL_MAX_PANELS 8
+
 /* C (m, n) = op(A) @ op(B), split along its longer side into panels that the threads share,
  * each panel one single-threaded BLAS call (for the linear layers, so that no BLAS thread pool
- * runs beside the kernels' OpenMP threads).  There is one panel per processor of the machine,
- * whatever the thread count: OpenBLAS's Haswell kernel sums an element in an order that depends
- * on where it falls in the matrix it is handed, so panels cut at other places (one per thread)
- * changed the last bits of 2% of the elements between 1 and 2 threads
- * (tests/test_elementwise_kernels.py).  Fixed narrower panels instead (at most 8, at least 64
+ * runs beside the kernels' OpenMP threads).  There is one panel per processor of the machine
+ * (up to MC_MATMUL_MAX_PANELS), whatever the thread count: OpenBLAS's Haswell kernel sums an
+ * element in an order that depends on where it falls in the matrix it is handed, so panels cut
+ * at other places (one per thread) changed the last bits of 2% of the elements between 1 and 2
+ * threads (tests/test_elementwise_kernels.py).  Fixed narrower panels instead (at most 8, at least 64
  * wide) cost 20% on a linear layer's (64, 4096) @ (4096, 512): every panel repacks A. */
 void MC_FN(mc_matmul)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const REAL *a,
                       int64_t lda, const REAL *b, int64_t ldb, REAL *c, int64_t ldc,
@@ -106,8 +108,10 @@ void MC_FN(mc_matmul)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
 {
     const int split_rows = m > n;
     const int64_t side = split_rows ? m : n;
-    /* panel width: side / processors, rounded up to a multiple of 16 */
-    const int64_t width = mc_ceil_div(mc_ceil_div(side, mc_num_procs()), 16) * 16;
+    /* panel width: side / processors (at most MC_MATMUL_MAX_PANELS), rounded up to a multiple
+     * of 16; a container may see many more processors than it may use */
+    const int64_t panels_wanted = mc_min64(mc_num_procs(), MC_MATMUL_MAX_PANELS);
+    const int64_t width = mc_ceil_div(mc_ceil_div(side, panels_wanted), 16) * 16;
     const int64_t panels = mc_ceil_div(side, width);
     const int nt = mc_threads(num_threads, panels, m * n * k / 64);
     int64_t p;
