@@ -67,7 +67,8 @@ def main(argv=None):
         sys.exit("bench_gemm needs NumPy's OpenBLAS (see minicnn.kernels._blas)")
 
     print(f"- BLAS: {blas_description()}")
-    print(f"- minicnn's kernels: {'AVX-512' if _cpu.sgemm_avx512_supported() else 'plain loops (no AVX-512)'}")
+    own = "AVX-512" if _cpu.sgemm_avx512_supported() else "plain loops (no AVX-512)"
+    print(f"- minicnn's kernels: {own}")
     print("- one thread each; GFLOP/s = 2 m n k / time; products past the nt kernel's size "
           "limit run on OpenBLAS in both columns, as in the layers\n")
     print("| product | m | n | k | op | OpenBLAS GFLOP/s | minicnn GFLOP/s | minicnn / OpenBLAS |")

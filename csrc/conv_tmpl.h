@@ -100,8 +100,8 @@ void mc_layer_sgemm_repeat(const mc_blas *blas, int trans_b, int64_t m, int64_t 
  * (up to MC_MATMUL_MAX_PANELS), whatever the thread count: OpenBLAS's Haswell kernel sums an
  * element in an order that depends on where it falls in the matrix it is handed, so panels cut
  * at other places (one per thread) changed the last bits of 2% of the elements between 1 and 2
- * threads (tests/test_elementwise_kernels.py).  Fixed narrower panels instead (at most 8, at least 64
- * wide) cost 20% on a linear layer's (64, 4096) @ (4096, 512): every panel repacks A. */
+ * threads (tests/test_elementwise_kernels.py).  Fixed narrow panels (at least 64 wide, 8 of
+ * them) cost 20% on a linear layer's (64, 4096) @ (4096, 512): every panel repacks A. */
 void MC_FN(mc_matmul)(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, const REAL *a,
                       int64_t lda, const REAL *b, int64_t ldb, REAL *c, int64_t ldc,
                       const mc_blas *blas, int num_threads)
