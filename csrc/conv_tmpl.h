@@ -70,10 +70,7 @@ static void MC_FN(layer_gemm)(const mc_blas *blas, int trans_b, int64_t m, int64
 #if MC_OWN_SGEMM
     const int nt_fits = (m + n) * k * (int64_t)sizeof(REAL) <= MC_OWN_NT_MAX_BYTES;
     if (blas->own_sgemm && (!trans_b || nt_fits)) {
-        if (trans_b)
-            mc_sgemm_nt(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
-        else
-            mc_sgemm_nn(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+        mc_sgemm(trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
         return;
     }
 #endif

@@ -28,7 +28,7 @@ typedef struct {
 /* The caller's BLAS, for the fused convolution: addresses of its row-major cblas_sgemm and
  * cblas_dgemm (the C code links no BLAS of its own; the Cython wrapper passes the ones of the
  * OpenBLAS NumPy uses).  ilp64: the BLAS takes 64-bit integers (OpenBLAS's INTERFACE64).
- * own_sgemm: the conv layers' float32 products go to mc_sgemm_nn / mc_sgemm_nt instead. */
+ * own_sgemm: the conv layers' float32 products go to mc_sgemm (small_gemm.c) instead. */
 typedef struct {
     void *sgemm, *dgemm;
     int ilp64;
@@ -82,16 +82,13 @@ int mc_openmp_enabled(void);
                                     int num_threads);                                           \
     int64_t mc_winograd_work_elems_##SUF(int64_t f, const mc_geom *g, int num_threads);
 
-/* small_gemm.c: float32 C (m, n) = A @ B or A @ B^T, row-major, [+ C when accumulate] */
+/* small_gemm.c: float32 C (m, n) = A @ B, or A @ B^T when trans_b, row-major, [+ C when
+ * accumulate]; _loops: the plain loops */
 int mc_sgemm_avx512_supported(void);
-void mc_sgemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                 int64_t ldb, float *c, int64_t ldc, int accumulate);
-void mc_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                 int64_t ldb, float *c, int64_t ldc, int accumulate);
-void mc_sgemm_nn_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                       const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate);
-void mc_sgemm_nt_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                       const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate);
+void mc_sgemm(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+              const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate);
+void mc_sgemm_loops(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                    const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate);
 
 /* conv_tmpl.h: the conv layers' float32 product (minicnn's kernels or the BLAS, as blas says),
  * repeated, for benchmarks */

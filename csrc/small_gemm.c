@@ -1,8 +1,8 @@
 /* minicnn's own single-precision GEMM for the small per-image products of the conv layers
  * (conv_tmpl.h, winograd_tmpl.h), in AVX-512.
  *
- *   mc_sgemm_nn:  C (m, n) = A (m, k) @ B (k, n)      [C + when accumulate]
- *   mc_sgemm_nt:  C (m, n) = A (m, k) @ B (n, k)^T    [C + when accumulate]
+ *   mc_sgemm, nn:  C (m, n) = A (m, k) @ B (k, n)      [C + when accumulate]
+ *   mc_sgemm, nt:  C (m, n) = A (m, k) @ B (n, k)^T    [C + when accumulate]  (trans_b)
  *
  * all row-major with leading dimensions lda, ldb, ldc.
  *
@@ -234,7 +234,7 @@ int mc_sgemm_avx512_supported(void) { return 0; }
 
 /* The plain loops: the formulas above, element by element, summed in the same order as the
  * kernels (nn from C, nt then added to C), and the fallback without AVX-512. */
-void mc_sgemm_nn_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+static void mc_sgemm_nn_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                               const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate)
 {
     for (int64_t i = 0; i < m; i++)
@@ -245,7 +245,7 @@ void mc_sgemm_nn_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t 
         }
 }
 
-void mc_sgemm_nt_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+static void mc_sgemm_nt_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                               const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate)
 {
     for (int64_t i = 0; i < m; i++)
@@ -256,26 +256,26 @@ void mc_sgemm_nt_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t 
         }
 }
 
-void mc_sgemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                 int64_t ldb, float *c, int64_t ldc, int accumulate)
+void mc_sgemm_loops(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                    const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate)
 {
-#if MC_HAVE_AVX512_GEMM
-    if (__builtin_cpu_supports("avx512f")) {
-        mc_sgemm_nn_avx512(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
-        return;
-    }
-#endif
-    mc_sgemm_nn_loops(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+    if (trans_b)
+        mc_sgemm_nt_loops(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+    else
+        mc_sgemm_nn_loops(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
 }
 
-void mc_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                 int64_t ldb, float *c, int64_t ldc, int accumulate)
+void mc_sgemm(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+              const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate)
 {
 #if MC_HAVE_AVX512_GEMM
     if (__builtin_cpu_supports("avx512f")) {
-        mc_sgemm_nt_avx512(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+        if (trans_b)
+            mc_sgemm_nt_avx512(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+        else
+            mc_sgemm_nn_avx512(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
         return;
     }
 #endif
-    mc_sgemm_nt_loops(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+    mc_sgemm_loops(trans_b, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
 }

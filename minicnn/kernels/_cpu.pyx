@@ -57,14 +57,10 @@ cdef extern from "minicnn_kernels.h" nogil:
         int ilp64
         int own_sgemm
     int mc_sgemm_avx512_supported()
-    void mc_sgemm_nn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                     int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
-    void mc_sgemm_nt(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b,
-                     int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
-    void mc_sgemm_nn_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                           const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
-    void mc_sgemm_nt_loops(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                           const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
+    void mc_sgemm(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
+    void mc_sgemm_loops(int trans_b, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                        const float *b, int64_t ldb, float *c, int64_t ldc, int accumulate) nogil
     void mc_layer_sgemm_repeat(const mc_blas *blas, int trans_b, int64_t m, int64_t n, int64_t k,
                                const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
                                int64_t ldc, int64_t repeat) nogil
@@ -804,14 +800,10 @@ def small_sgemm(a, b, trans_b=False, c=None, loops=False):
     cdef float *pc = <float *>cnp.PyArray_DATA(o)
     cdef int64_t lda = max(k, 1), ldb = max(k, 1) if tb else n
     with nogil:
-        if tb and plain:
-            mc_sgemm_nt_loops(m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
-        elif tb:
-            mc_sgemm_nt(m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
-        elif plain:
-            mc_sgemm_nn_loops(m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
+        if plain:
+            mc_sgemm_loops(tb, m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
         else:
-            mc_sgemm_nn(m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
+            mc_sgemm(tb, m, n, k, pa, lda, pb, ldb, pc, n, accumulate)
     return o
 
 
