@@ -226,7 +226,10 @@ BAD_CALLS = [
     (lambda: _cpu.conv_backward(D[:, :3], X, W, 1, 0), ValueError, "dout"),
     (lambda: _cpu.conv_backward(D.astype(np.float64), X, W, 1, 0), ValueError, "dtype"),
     (lambda: _cpu.conv_backward(D, X, W, 1, 0, dx_out=np.zeros((2, 3, 8, 8))), ValueError,
-     "out"),
+     "dx_out must have shape"),
+    (lambda: _cpu.conv_backward(D, X, W, 1, 0, dx_out=[0.0]), TypeError, "dx_out must be"),
+    (lambda: _cpu.conv_forward(X, W, None, 1, 0, out=np.zeros((2, 4, 6, 12), np.float32)[..., ::2]),
+     ValueError, "out must be C-contiguous"),
     (lambda: _cpu.conv_backward(D, X, W, 1, 0, work=np.zeros(27 * 36 - 1, np.float32)),
      ValueError, "work"),
 ]

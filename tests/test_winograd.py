@@ -190,7 +190,7 @@ BAD_CALLS = [
     (lambda: _cpu.winograd_backward(D[:, :3], X, U, 0), ValueError, "dout"),
     (lambda: _cpu.winograd_backward(D.astype(np.float64), X, U, 0), ValueError, "dtype"),
     (lambda: _cpu.winograd_backward(D, X, U, 0, dx_out=np.zeros((2, 3, 8, 8))), ValueError,
-     "out"),
+     "dx_out must have shape"),
     (lambda: _cpu.winograd_work_elems((2, 3, 8), 4, 0), ValueError, "x_shape"),
 ]
 

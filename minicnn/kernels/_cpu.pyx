@@ -189,6 +189,14 @@ cdef cnp.ndarray _new(int ndim, cnp.npy_intp *dims, int typenum):
     return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
 
 
+cdef cnp.ndarray _result(object out, int ndim, cnp.npy_intp *dims, int typenum, str op,
+                         str name="out"):
+    """A new result array, or the caller's buffer ``out`` (the argument ``name``), checked."""
+    if out is None:
+        return _new(ndim, dims, typenum)
+    return _check_out(out, ndim, dims, typenum, op, name)
+
+
 cdef void _nchw_dims(cnp.npy_intp *dims, const mc_geom *g, bint output) noexcept:
     """dims = the (N, C, H, W) input shape of g, or its (N, C, OH, OW) output shape."""
     dims[0] = g.n
@@ -197,23 +205,24 @@ cdef void _nchw_dims(cnp.npy_intp *dims, const mc_geom *g, bint output) noexcept
     dims[3] = g.ow if output else g.w
 
 
-cdef cnp.ndarray _check_out(object out, int ndim, cnp.npy_intp *dims, int typenum, str op):
+cdef cnp.ndarray _check_out(object out, int ndim, cnp.npy_intp *dims, int typenum, str op,
+                            str name="out"):
     """A caller-provided result buffer: exact shape and dtype, C-contiguous, aligned, writeable."""
     cdef cnp.ndarray o
     cdef int d
     if not isinstance(out, cnp.ndarray):
-        raise TypeError(f"{op}: out must be a numpy.ndarray, got {type(out).__name__}")
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(out).__name__}")
     o = <cnp.ndarray>out
     want = tuple(dims[d] for d in range(ndim))
     if (cnp.PyArray_TYPE(o) != typenum or not cnp.PyArray_ISNOTSWAPPED(o)
             or cnp.PyArray_NDIM(o) != ndim or (<object>o).shape != want):
-        raise ValueError(f"{op}: out must have shape {want} and dtype "
+        raise ValueError(f"{op}: {name} must have shape {want} and dtype "
                          f"{'float32' if typenum == cnp.NPY_FLOAT32 else 'float64'}, got "
                          f"shape {(<object>o).shape} dtype {o.dtype}")
     if not (cnp.PyArray_IS_C_CONTIGUOUS(o) and cnp.PyArray_ISALIGNED(o)
             and cnp.PyArray_ISWRITEABLE(o)):
-        raise ValueError(f"{op}: out must be C-contiguous, aligned and writeable "
-                         f"(out.shape={(<object>o).shape})")
+        raise ValueError(f"{op}: {name} must be C-contiguous, aligned and writeable "
+                         f"({name}.shape={(<object>o).shape})")
     return o
 
 
@@ -332,7 +341,7 @@ def col2im(cols, x_shape, kernel_size, stride, padding, out=None):
     img_stride = cnp.PyArray_STRIDE(a, 0) // item
     row_stride = cnp.PyArray_STRIDE(a, 1) // item
     _nchw_dims(dims, &g, False)
-    dx = _new(4, dims, typenum) if out is None else _check_out(out, 4, dims, typenum, "col2im")
+    dx = _result(out, 4, dims, typenum, "col2im")
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             mc_col2im_f32(<const float *>cnp.PyArray_DATA(a), img_stride, row_stride,
@@ -742,6 +751,11 @@ cdef void _blas_single_thread_exit() noexcept:
         _blas_set_threads(_blas_threads_saved)
 
 
+cdef void _require_blas(str op) except *:
+    if _blas_owner is None:
+        raise RuntimeError(f"{op}: no usable BLAS (see minicnn.kernels._blas)")
+
+
 def fused_conv_available():
     """True when conv_forward / conv_backward can run (a usable BLAS was found)."""
     return _blas_owner is not None
@@ -792,7 +806,7 @@ def small_sgemm(a, b, trans_b=False, c=None, loops=False):
     if c is None:
         o = _new(2, dims, cnp.NPY_FLOAT32)
     else:
-        o = _check_out(c, 2, dims, cnp.NPY_FLOAT32, "small_sgemm (c)")
+        o = _check_out(c, 2, dims, cnp.NPY_FLOAT32, "small_sgemm", "c")
     if m == 0 or n == 0:
         return o
     cdef const float *pa = <const float *>cnp.PyArray_DATA(aa)
@@ -817,8 +831,7 @@ def layer_sgemm(a, b, trans_b=False, own=True, repeat=1):
     cdef int tb = 1 if trans_b else 0
     cdef int64_t m, n, k, times
     cdef mc_blas chosen
-    if _blas_owner is None:
-        raise RuntimeError("layer_sgemm: no usable BLAS (see minicnn.kernels._blas)")
+    _require_blas("layer_sgemm")
     times = _as_size(repeat, "repeat", "layer_sgemm", 1)
     aa, ba, m, n, k = _sgemm_operands(a, b, tb, "layer_sgemm")
     if not _blas.ilp64 and max(m, n, k) > LIMIT:
@@ -853,8 +866,7 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None):
     cdef int typenum = cnp.PyArray_TYPE(aa), nt = _threads()
     cdef int ta = 1 if trans_a else 0, tb = 1 if trans_b else 0
     cdef int64_t m, n, k, kb, lda, ldb
-    if _blas_owner is None:
-        raise RuntimeError("matmul: no usable BLAS (see minicnn.kernels._blas)")
+    _require_blas("matmul")
     if cnp.PyArray_TYPE(ba) != typenum:
         raise TypeError(f"matmul: a and b must have the same dtype, got {aa.dtype} and {ba.dtype}")
     lda, ldb = cnp.PyArray_DIM(aa, 1), cnp.PyArray_DIM(ba, 1)      # row lengths
@@ -871,7 +883,7 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None):
     if not _blas.ilp64 and max(m, n, k) > LIMIT:
         raise ValueError(f"matmul: sizes {(m, n, k)} are too large for a 32-bit BLAS")
     dims[0], dims[1] = m, n
-    o = _new(2, dims, typenum) if out is None else _check_out(out, 2, dims, typenum, "matmul")
+    o = _result(out, 2, dims, typenum, "matmul")
     if m == 0 or n == 0:
         return o
     if k == 0:
@@ -954,6 +966,30 @@ cdef cnp.ndarray _bias_array(object b, int64_t f, cnp.ndarray x, str op):
     return ba
 
 
+cdef cnp.ndarray _conv_result(object out, const mc_geom *g, int64_t f, int typenum, str op):
+    """The (N, F, OH, OW) output of a conv layer: new, or ``out`` checked."""
+    cdef cnp.npy_intp dims[4]
+    dims[0], dims[1], dims[2], dims[3] = g.n, f, g.oh, g.ow
+    return _result(out, 4, dims, typenum, op)
+
+
+cdef void _check_dout(cnp.ndarray d, const mc_geom *g, int64_t f, cnp.ndarray x, str op) except *:
+    """dout must have the conv layer's output shape (N, F, OH, OW) and x's dtype."""
+    if cnp.PyArray_TYPE(d) != cnp.PyArray_TYPE(x) or (<object>d).shape != (g.n, f, g.oh, g.ow):
+        raise ValueError(f"{op}: dout must have shape {(g.n, f, g.oh, g.ow)} and dtype "
+                         f"{x.dtype}, got shape {(<object>d).shape} dtype {d.dtype}")
+
+
+cdef cnp.ndarray _dx_result(bint need_dx, object dx_out, const mc_geom *g, int typenum, str op):
+    """The (N, C, H, W) input gradient of a conv layer: new, or ``dx_out`` checked; None when
+    ``need_dx`` is False."""
+    cdef cnp.npy_intp dims[4]
+    if not need_dx:
+        return None
+    _nchw_dims(dims, g, False)
+    return _result(dx_out, 4, dims, typenum, op, "dx_out")
+
+
 def conv_forward(x, w, b, stride, padding, out=None, work=None):
     """out (N, F, OH, OW) = conv2d(x, w) + b, image by image (see csrc/conv_tmpl.h).
 
@@ -965,17 +1001,14 @@ def conv_forward(x, w, b, stride, padding, out=None, work=None):
     cdef cnp.ndarray ba = None, o, scratch
     cdef mc_geom g
     cdef int64_t f
-    cdef cnp.npy_intp dims[4]
     cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads()
     cdef const void *bias = NULL
-    if _blas_owner is None:
-        raise RuntimeError("conv_forward: no usable BLAS (see minicnn.kernels._blas)")
+    _require_blas("conv_forward")
     _conv_geom(&g, &f, "conv_forward", a, wa, stride, padding)
     ba = _bias_array(b, f, a, "conv_forward")
     if ba is not None:
         bias = cnp.PyArray_DATA(ba)
-    dims[0], dims[1], dims[2], dims[3] = g.n, f, g.oh, g.ow
-    o = _new(4, dims, typenum) if out is None else _check_out(out, 4, dims, typenum, "conv_forward")
+    o = _conv_result(out, &g, f, typenum, "conv_forward")
     scratch = _check_work(work, typenum, mc_conv_work_elems_f32(f, &g, nt), "conv_forward")
     _blas_single_thread_enter()
     with nogil:
@@ -1004,21 +1037,15 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
     cdef int64_t parts
     cdef mc_geom g
     cdef int64_t f, k, blocks
-    cdef cnp.npy_intp dims[4]
     cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads()
     cdef void *dx_data = NULL
-    if _blas_owner is None:
-        raise RuntimeError("conv_backward: no usable BLAS (see minicnn.kernels._blas)")
+    _require_blas("conv_backward")
     _conv_geom(&g, &f, "conv_backward", a, wa, stride, padding)
-    if cnp.PyArray_TYPE(d) != typenum or (<object>d).shape != (g.n, f, g.oh, g.ow):
-        raise ValueError(f"conv_backward: dout must have shape {(g.n, f, g.oh, g.ow)} and dtype "
-                         f"{a.dtype}, got shape {(<object>d).shape} dtype {d.dtype}")
+    _check_dout(d, &g, f, a, "conv_backward")
     k = g.c * g.kh * g.kw
     blocks = min(g.n, CONV_BLOCKS)
-    if need_dx:
-        _nchw_dims(dims, &g, False)
-        dx = _new(4, dims, typenum) if dx_out is None else _check_out(dx_out, 4, dims, typenum,
-                                                                      "conv_backward")
+    dx = _dx_result(need_dx, dx_out, &g, typenum, "conv_backward")
+    if dx is not None:
         dx_data = cnp.PyArray_DATA(dx)
     parts = _conv_parts_elems(&g, f)
     scratch = _check_work(work, typenum, parts + mc_conv_work_elems_f32(f, &g, nt), "conv_backward")
@@ -1086,17 +1113,14 @@ def winograd_forward(x, u, b, padding, out=None, work=None):
     cdef cnp.ndarray ba = None, o, scratch
     cdef mc_geom g
     cdef int64_t f
-    cdef cnp.npy_intp dims[4]
     cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads()
     cdef const void *bias = NULL
-    if _blas_owner is None:
-        raise RuntimeError("winograd_forward: no usable BLAS (see minicnn.kernels._blas)")
+    _require_blas("winograd_forward")
     _winograd_geom(&g, &f, "winograd_forward", a, ua, padding)
     ba = _bias_array(b, f, a, "winograd_forward")
     if ba is not None:
         bias = cnp.PyArray_DATA(ba)
-    dims[0], dims[1], dims[2], dims[3] = g.n, f, g.oh, g.ow
-    o = _new(4, dims, typenum) if out is None else _check_out(out, 4, dims, typenum, "winograd_forward")
+    o = _conv_result(out, &g, f, typenum, "winograd_forward")
     scratch = _check_work(work, typenum, mc_winograd_work_elems_f32(f, &g, nt), "winograd_forward")
     _blas_single_thread_enter()
     with nogil:
@@ -1121,21 +1145,15 @@ def winograd_backward(dout, x, u, padding, need_dx=True, dx_out=None, work=None)
     cdef cnp.ndarray dx = None, du_parts, db_parts, scratch, uta
     cdef mc_geom g
     cdef int64_t f, blocks, parts
-    cdef cnp.npy_intp dims[4]
     cdef int typenum = cnp.PyArray_TYPE(a), nt = _threads()
     cdef void *dx_data = NULL
-    if _blas_owner is None:
-        raise RuntimeError("winograd_backward: no usable BLAS (see minicnn.kernels._blas)")
+    _require_blas("winograd_backward")
     _winograd_geom(&g, &f, "winograd_backward", a, ua, padding)
-    if cnp.PyArray_TYPE(d) != typenum or (<object>d).shape != (g.n, f, g.oh, g.ow):
-        raise ValueError(f"winograd_backward: dout must have shape {(g.n, f, g.oh, g.ow)} and "
-                         f"dtype {a.dtype}, got shape {(<object>d).shape} dtype {d.dtype}")
+    _check_dout(d, &g, f, a, "winograd_backward")
     uta = np.ascontiguousarray((<object>ua).transpose(0, 2, 1))     # the U[xi]^T, (16, C, F)
     blocks = min(g.n, CONV_BLOCKS)
-    if need_dx:
-        _nchw_dims(dims, &g, False)
-        dx = _new(4, dims, typenum) if dx_out is None else _check_out(dx_out, 4, dims, typenum,
-                                                                      "winograd_backward")
+    dx = _dx_result(need_dx, dx_out, &g, typenum, "winograd_backward")
+    if dx is not None:
         dx_data = cnp.PyArray_DATA(dx)
     parts = _winograd_parts_elems(&g, f)
     scratch = _check_work(work, typenum, parts + mc_winograd_work_elems_f32(f, &g, nt),
