@@ -269,12 +269,8 @@ def test_info_says_whether_the_fused_kernels_run():
 
 
 @needs_fused
-def test_environment_variable_switches_the_fused_kernels_off():
-    import subprocess
-    import sys
+def test_environment_variable_switches_the_fused_kernels_off(python_with_env):
     code = ("import minicnn.kernels as k, minicnn.backend as b; "
             "print(k.fused_conv_available(), b.info()['fused'])")
-    env = dict(os.environ, MINICNN_FUSED_CONV="0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout
+    out = python_with_env(code, MINICNN_FUSED_CONV="0")
     assert out.startswith("False no (MINICNN_FUSED_CONV=0)"), out

@@ -1,9 +1,6 @@
 """Winograd F(2x2, 3x3): the NumPy version (minicnn/functional/winograd.py) and the C kernels
 (csrc/winograd_tmpl.h) against the loop reference, over random shapes, paddings and dtypes;
 functional.conv2d's choice of route; the same bits on 1 and 2 threads; clear errors."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -111,12 +108,10 @@ def test_info_says_whether_winograd_runs():
 
 
 @needs_fused
-def test_environment_variable_switches_winograd_off():
+def test_environment_variable_switches_winograd_off(python_with_env):
     code = ("import minicnn.kernels as k, minicnn.backend as b; "
             "print(k.winograd_wanted((8, 16, 9, 9), (16, 16, 3, 3), (1, 1)), b.info()['winograd'])")
-    env = dict(os.environ, MINICNN_WINOGRAD="0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True).stdout
+    out = python_with_env(code, MINICNN_WINOGRAD="0")
     assert out.startswith("False no (MINICNN_WINOGRAD=0"), out
 
 
