@@ -1,7 +1,8 @@
 """The conv layers' per-image float32 products: minicnn's own GEMM (csrc/small_gemm.c) next to
 NumPy's OpenBLAS, one thread each, side by side in one run.
 
-Each row is one product a layer makes per image (DESIGN.md cases; K1 = K + 1, the bias row):
+Each row is one product a layer makes per image (cases of ``minicnn.bench.CASES``; K1 = K + 1,
+the bias row):
 
     nn  C (m, n) = A (m, k) @ B (k, n)        the forward, dx's columns, dW on D_n^T, Winograd
     nt  C (m, n) = A (m, k) @ B (n, k)^T      dW for long rows (L > 256)

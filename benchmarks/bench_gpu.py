@@ -3,7 +3,7 @@
     python benchmarks/bench_gpu.py [--cases A,B,C1,C2,D,E1,E2,D256,F,G,G512] [--repeat 50]
                                    [--torch-tf32 both|off|on] [--json bench_gpu.json]
 
-Cases (float32, NCHW; DESIGN.md's table): A-D conv layers (forward, forward+backward), E1/E2
+Cases (float32, NCHW; the README's table): A-D conv layers (forward, forward+backward), E1/E2
 max-pool, D256 (case D at batch 256: im2col, GEMM and bias of minicnn's forward timed apart,
 next to PyTorch's conv), F (LeNet-5 training step, batch 128), G (CIFAR convnet step, batch 64)
 and G512 (the same at batch 512). A training step is forward, softmax cross-entropy, backward

@@ -1,4 +1,5 @@
-"""Benchmark cases A-E of DESIGN.md: conv and pooling layers, NumPy vs C kernels vs PyTorch.
+"""Benchmark cases A-E (``minicnn.bench.CASES``): conv and pooling layers, NumPy vs C kernels
+vs PyTorch.
 
     python benchmarks/bench_kernels.py [--cases A,B] [--repeat 10] [--json out.json]
 

@@ -1,6 +1,6 @@
 """Training benchmarks: minicnn next to PyTorch CPU, same architecture, weights, data and threads.
 
-Step cases (DESIGN.md, float32, NCHW):
+Step cases (the README's F and G; float32, NCHW):
 
     F  LeNet-5 train step (SGD momentum 0.9), batch 128, 1x28x28
     G  CIFAR convnet train step ([conv3x3 32, relu]x2, pool, [conv3x3 64, relu]x2, pool, fc 512,

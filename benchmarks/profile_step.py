@@ -1,4 +1,4 @@
-"""Where a training step's time goes, layer by layer (cases F and G of DESIGN.md, fashion_net).
+"""Where a training step's time goes, layer by layer (cases F and G of bench_train.py, fashion_net).
 
 Times each layer's forward and backward, the loss and the SGD update, as medians over many steps
 after a warm-up, in the order the step runs them.  A layer's time here includes what it pays for

@@ -1,4 +1,6 @@
-"""Kernel and layer benchmarks: DESIGN.md cases A-E (``minicnn bench``, benchmarks/bench_kernels.py).
+"""Kernel and layer benchmarks over cases A-E: conv and pooling layers against PyTorch.
+
+``minicnn bench`` and benchmarks/bench_kernels.py run it; the cases are ``CASES`` below.
 
 For every case it times, in one run and side by side:
 
@@ -40,7 +42,7 @@ from minicnn import functional as F
 from minicnn.io import write_text_atomic
 
 # case: (op, N, C, H, W, F or None, kernel, stride, padding, first layer?); a "pool" case times
-# max- and average-pooling (column ``algo``), DESIGN.md's E cases being max-pool layers
+# max- and average-pooling (column ``algo``); the project's E cases are max-pool layers
 POOL_KINDS = ("max", "avg")
 CASES = {
     "A": ("conv", 64, 3, 32, 32, 32, 3, 1, 1, True),

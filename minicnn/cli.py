@@ -1,6 +1,6 @@
 """The ``minicnn`` command: train, evaluate, predict, gradcheck, bench, info, tune.
 
-    minicnn train                        # digits_net on scikit-learn's 8x8 digits, ~10 s
+    minicnn train                        # digits_net on scikit-learn's 8x8 digits, a few seconds
     minicnn train --dataset fashion-mnist --model fashion_net --epochs 15 --augment --plot
     minicnn evaluate runs/digits_net-digits            # accuracy, confusion matrix, report
     minicnn predict runs/digits_net-digits image.png batch.npy
@@ -14,6 +14,7 @@ traceback instead). Ctrl-C during training saves a checkpoint and exits with sta
 import argparse
 import json
 import os
+import shlex
 import sys
 
 import numpy as np
@@ -394,7 +395,8 @@ def cmd_tune(args):
     model_name = args.model or defaults["model"]
     if model_name not in models.MODELS:
         raise CLIError(f"unknown model {model_name!r}; choose one of {', '.join(models.MODELS)}")
-    ds = load_dataset(args.dataset, args.data_root, image_size=args.image_size, seed=args.seed)
+    ds = load_dataset(args.dataset, args.data_root, image_size=args.image_size,
+                      grayscale=args.grayscale, seed=args.seed)
     x, y = ds["train"]
     if args.limit_train is not None:
         x, y = x[:args.limit_train], y[:args.limit_train]
@@ -427,10 +429,24 @@ def cmd_tune(args):
     cfg = best["config"]
     print(f"\nbest: trial {best['trial']}, val accuracy {100 * best['val_accuracy']:.2f}%; "
           f"saved {os.path.join(out_dir, 'best_config.json')}")
-    print(f"train it: minicnn train --dataset {args.dataset} --model {model_name} "
-          f"--config {os.path.join(out_dir, 'best_config.json')}"
-          + ("" if "augment" not in cfg else (" --augment" if cfg["augment"] == "default" else "")))
+    train_argv = ["minicnn", "train", *_data_flags(args), "--model", model_name,
+                  "--config", os.path.join(out_dir, "best_config.json")]
+    if cfg.get("augment") == "default":
+        train_argv.append("--augment")
+    print("train it: " + " ".join(shlex.quote(a) for a in train_argv))
     return 0
+
+
+def _data_flags(args):
+    """The data options of a parsed command line, as command-line words again."""
+    flags = ["--dataset", args.dataset]
+    if args.data_root is not None:
+        flags += ["--data-root", args.data_root]
+    if args.image_size is not None:
+        flags += ["--image-size", str(args.image_size)]
+    if args.grayscale:
+        flags.append("--grayscale")
+    return flags
 
 
 # ---------------------------------------------------------------- plots

@@ -1,6 +1,7 @@
 """The ``minicnn`` command, run in-process through ``main(argv)`` (and once as a subprocess)."""
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -99,6 +100,29 @@ def test_tune_ranks_trials_and_saves_the_best_config(tmp_path, capsys):
     best = json.loads((tmp_path / "best_config.json").read_text())
     assert best["model"] == "digits_net" and {"lr", "batch_size", "weight_decay"} <= set(best["config"])
     assert len(json.loads((tmp_path / "trials.json").read_text())["trials"]) == 2
+
+
+def test_tune_on_a_grayscale_folder_and_the_train_command_it_prints(tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images dir"                      # a space: the printed command quotes it
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 256, size=(12, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.png")
+    data = ["--dataset", "folder", "--data-root", str(root), "--image-size", "8", "--grayscale"]
+    code, out, err = run(capsys, "tune", *data, "--trials", "1", "--epochs", "1",
+                         "--out", str(tmp_path / "tune"), "--quiet")
+    assert code == 0, err
+    best = json.loads((tmp_path / "tune" / "best_config.json").read_text())
+    assert best["model_kwargs"]["in_channels"] == 1 and best["model_kwargs"]["input_size"] == 8
+    command = next(line for line in out.splitlines() if line.startswith("train it: "))
+    argv = shlex.split(command[len("train it: "):])
+    assert argv[:2] == ["minicnn", "train"] and argv[2:2 + len(data)] == data
+    code, out, err = run(capsys, *argv[1:], "--epochs", "1", "--out", str(tmp_path / "run"),
+                         "--quiet")
+    assert code == 0, err
 
 
 def test_errors_print_one_line_and_exit_2(tmp_path, capsys):

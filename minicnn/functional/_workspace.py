@@ -1,7 +1,8 @@
 """Reused buffers for the NumPy path of the functional ops (conv2d, relu).
 
-First touching freshly allocated pages is expensive on these machines (DESIGN.md, "Performance
-model"), so large outputs are handed out from a pool, but only when no one can see the reuse.
+First touching freshly allocated pages is expensive (the OS zeroes each page on the first
+write; benchmarks/NOTES.md measures it), so large outputs are handed out from a pool, but only
+when no one can see the reuse.
 """
 import sys
 import threading
