@@ -48,6 +48,20 @@ def test_relu_backward_passes_dout_where_out_is_positive(x, seed):
 
 
 @needs_c
+def test_relu_in_place_gives_the_same_values():
+    """An elementwise kernel reads each element before writing it, so out may be x itself."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(300_001).astype(np.float32)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    out = np.maximum(x, 0)
+    expected_dx = np.where(out > 0, dout, np.float32(0))
+    assert _cpu.relu_forward(x, out=x) is x
+    np.testing.assert_array_equal(x, out)
+    assert _cpu.relu_backward(dout, out, dx=dout) is dout
+    np.testing.assert_array_equal(dout, expected_dx)
+
+
+@needs_c
 def test_relu_same_bits_for_one_and_two_threads(threads):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300_001,)).astype(np.float32)      # large enough for two threads
@@ -110,6 +124,7 @@ def test_sgd_step_same_bits_for_one_and_two_threads(threads):
 
 
 P = np.zeros((4, 5), np.float32)
+Q = np.zeros(21, np.float32)
 BAD_CALLS = [
     (lambda: _cpu.relu_forward([1.0, -1.0]), TypeError, "numpy.ndarray"),
     (lambda: _cpu.relu_forward(P.astype(np.int32)), TypeError, "dtype"),
@@ -122,6 +137,15 @@ BAD_CALLS = [
     (lambda: _cpu.sgd_step(P, P, None, 0.1, 0.9, 0, 0, False, False), ValueError, "buffer"),
     (lambda: _cpu.sgd_step(P, P, P.astype(np.float64), 0.1, 0.9, 0, 0, False, False), ValueError,
      "buf"),
+    (lambda: _cpu.sgd_step(P, P.copy(), P, 0.1, 0.9, 0, 0, False, False), ValueError,
+     "buf must not overlap p"),
+    (lambda: _cpu.sgd_step(P, P.copy(), None, None, 0, 0, 0, False, False), TypeError,
+     "lr must be a real number"),
+    (lambda: _cpu.sgd_step(P, P.copy(), None, 10 ** 400, 0, 0, 0, False, False), ValueError,
+     "lr must be finite"),
+    (lambda: _cpu.sgd_step(P, P.copy(), P.copy(), 0.1, float("nan"), 0, 0, False, False),
+     ValueError, "momentum must be finite"),
+    (lambda: _cpu.relu_forward(Q[:20], out=Q[1:21]), ValueError, "out must not overlap x"),
 ]
 
 
@@ -183,12 +207,16 @@ def test_matmul_leaves_what_it_cannot_take_to_numpy():
     np.testing.assert_array_equal(ints, ints_a @ ints_b)
 
 
+SQUARE = np.ones((4, 4))
+
+
 @needs_blas
 @pytest.mark.parametrize("call, error, words", [
     (lambda: _cpu.matmul(np.ones((3, 4)), np.ones((5, 2))), ValueError, "inner sizes"),
     (lambda: _cpu.matmul(np.ones((3, 4)), np.ones((4, 2), np.float32)), TypeError, "dtype"),
     (lambda: _cpu.matmul(np.ones(3), np.ones((3, 2))), ValueError, "2-D"),
     (lambda: _cpu.matmul(np.ones((3, 4)), np.ones((4, 2)), out=np.ones((2, 3))), ValueError, "out"),
+    (lambda: _cpu.matmul(SQUARE, SQUARE.copy(), out=SQUARE), ValueError, "out must not overlap a"),
 ])
 def test_matmul_bad_arguments(call, error, words):
     with pytest.raises(error, match=words):
@@ -259,6 +287,9 @@ def test_batchnorm_same_bits_for_one_and_two_threads(threads):
         np.testing.assert_array_equal(one, two)
 
 
+BN_X, BN_OUT = np.ones((2, 3, 4)), np.empty((2, 3, 4))
+
+
 @needs_c
 @pytest.mark.parametrize("call, error, words", [
     (lambda: _cpu.channel_stats(np.ones(5, np.float32)), ValueError, "N, C"),
@@ -269,6 +300,8 @@ def test_batchnorm_same_bits_for_one_and_two_threads(threads):
                                   np.ones(3)), ValueError, "dtype"),
     (lambda: _cpu.batchnorm_backward(np.ones((2, 3, 4)), np.ones((2, 3, 5)), np.ones(3), np.ones(3), True),
      ValueError, "xhat"),
+    (lambda: _cpu.batchnorm_apply(BN_X, np.ones(3), np.ones(3), np.ones(3), np.ones(3), xhat=BN_OUT,
+                                  out=BN_OUT), ValueError, "out must not overlap xhat"),
 ])
 def test_batchnorm_bad_arguments(call, error, words):
     with pytest.raises(error, match=words):

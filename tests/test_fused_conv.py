@@ -209,6 +209,9 @@ def test_first_layer_without_dx_gives_the_same_weight_gradients():
 X = np.zeros((2, 3, 8, 8), np.float32)
 W = np.zeros((4, 3, 3, 3), np.float32)
 D = np.zeros((2, 4, 6, 6), np.float32)
+X_ALIAS = X.copy()
+WORK = np.zeros(X.size + 10 ** 5, np.float32)
+X_IN_WORK = WORK[:X.size].reshape(X.shape)
 BAD_CALLS = [
     (lambda: _cpu.conv_forward(X, W[:, :2], None, 1, 0), ValueError, "channels"),
     (lambda: _cpu.conv_forward(X, W.astype(np.float64), None, 1, 0), TypeError, "dtype"),
@@ -232,6 +235,15 @@ BAD_CALLS = [
      ValueError, "out must be C-contiguous"),
     (lambda: _cpu.conv_backward(D, X, W, 1, 0, work=np.zeros(27 * 36 - 1, np.float32)),
      ValueError, "work"),
+    # the kernels would read what they have already overwritten
+    (lambda: _cpu.conv_backward(D, X_ALIAS, W, 1, 0, dx_out=X_ALIAS), ValueError,
+     "dx_out must not overlap x"),
+    (lambda: _cpu.conv_forward(X_IN_WORK, W, None, 1, 0, work=WORK), ValueError,
+     "work must not overlap x"),
+    (lambda: _cpu.conv_work_elems((2, 3, 8, 8), (4, 2, 3, 3), 1, 0), ValueError, "channels"),
+    (lambda: _cpu.conv_work_elems((2, 3, 8, 8), (4, 3, 3), 1, 0), ValueError, "w_shape"),
+    (lambda: _cpu.conv_work_elems((1, 2 ** 31 - 1, 1, 1), (2 ** 31 - 1, 2 ** 31 - 1, 3, 3), 1, 1),
+     ValueError, "too large"),
 ]
 
 

@@ -257,6 +257,7 @@ def test_non_contiguous_and_byteswapped_input_is_accepted():
 
 
 X = np.zeros((2, 3, 8, 8), np.float32)
+COLS = np.zeros((2, 3, 64), np.float32)
 BAD_CALLS = [
     ("im2col", lambda: _cpu.im2col([[1.0]], (2, 2), (1, 1), (0, 0)), TypeError, "x"),
     ("im2col", lambda: _cpu.im2col(X.astype(np.int64), (2, 2), (1, 1), (0, 0)), TypeError, "dtype"),
@@ -296,7 +297,42 @@ BAD_CALLS = [
      ValueError, "x_shape"),
     ("avgpool_backward", lambda: _cpu.avgpool_backward(np.zeros((2, 3, 4, 5), np.float32), X.shape,
                                                        (2, 2), (2, 2), (0, 0)), ValueError, "dout"),
+    ("avgpool_backward", lambda: _cpu.avgpool_backward(np.zeros((2, 3, 4, 4), np.float32), 5,
+                                                       (2, 2), (2, 2), (0, 0)), TypeError, "x_shape"),
+    ("col2im", lambda: _cpu.col2im(np.zeros((2, 12, 49), np.float32), None, (2, 2), (1, 1), (0, 0)),
+     TypeError, "x_shape must be a tuple"),
+    ("im2col", lambda: _cpu.im2col(X, (2, 2), (2 ** 64, 1), (0, 0)), ValueError,
+     r"stride must be in \[1, "),
+    # the kernel would read what it has already overwritten
+    ("im2col", lambda: _cpu.im2col(X, (1, 1), (1, 1), (0, 0), out=X.reshape(2, 3, 64)), ValueError,
+     "out must not overlap x"),
+    ("col2im", lambda: _cpu.col2im(COLS, X.shape, (1, 1), (1, 1), (0, 0), out=COLS.reshape(X.shape)),
+     ValueError, "out must not overlap cols"),
 ]
+
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_beside_the_input_in_one_buffer_is_accepted(dtype):
+    """The overlap check looks at the bytes: an out= next to x in the same buffer is fine."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(dtype)
+    cols_size, dx_size = 2 * 27 * 36, x.size
+    buf = np.zeros(x.size + cols_size + dx_size, dtype)
+    x_in = buf[:x.size].reshape(x.shape)
+    x_in[...] = x
+    cols = _cpu.im2col(x_in, (3, 3), (1, 1), (1, 1),
+                       out=buf[x.size:x.size + cols_size].reshape(2, 27, 36))
+    np.testing.assert_array_equal(cols, _numpy.im2col(x, (3, 3), (1, 1), (1, 1)))
+    dx = _cpu.col2im(cols, x.shape, (3, 3), (1, 1), (1, 1),
+                     out=buf[x.size + cols_size:].reshape(x.shape))
+    np.testing.assert_allclose(dx, _numpy.col2im(cols.copy(), x.shape, (3, 3), (1, 1), (1, 1)),
+                               rtol=1e-6)
+
+
+@needs_c
+def test_im2col_of_no_images_into_an_empty_out():
+    out = np.empty((0, 27, 16), np.float32)      # NumPy gives it strides (0, 0, 0)
+    assert _cpu.im2col(np.zeros((0, 3, 4, 4), np.float32), 3, 1, 1, out=out) is out
 
 
 @needs_c

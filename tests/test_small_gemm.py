@@ -101,6 +101,9 @@ def test_small_sgemm_on_the_shapes_of_the_benchmark_layers(m, n, k):
                                expected, rtol=1e-5, atol=1e-4)
 
 
+SQUARE = np.ones((4, 4), np.float32)
+
+
 @needs_c
 @pytest.mark.parametrize("call, error, words", [
     (lambda: _cpu.small_sgemm(np.ones((2, 3)), np.ones((3, 4))), TypeError, "float32"),
@@ -110,6 +113,7 @@ def test_small_sgemm_on_the_shapes_of_the_benchmark_layers(m, n, k):
                               c=np.ones((2, 5), np.float32)), ValueError, "(2, 4)"),
     (lambda: _cpu.small_sgemm(np.ones(3, np.float32), np.ones((3, 4), np.float32)),
      ValueError, "2-D"),
+    (lambda: _cpu.small_sgemm(SQUARE, SQUARE.copy(), c=SQUARE), ValueError, "c must not overlap a"),
 ])
 def test_small_sgemm_rejects_bad_arguments(call, error, words):
     with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):

@@ -170,6 +170,9 @@ def test_same_bits_for_one_and_two_threads(dtype, threads):
 X = np.zeros((2, 3, 8, 8), np.float32)
 U = np.zeros((16, 4, 3), np.float32)
 D = np.zeros((2, 4, 6, 6), np.float32)
+X_ALIAS = X.copy()
+WORK = np.zeros(D.size + 10 ** 5, np.float32)
+OUT_IN_WORK = WORK[:D.size].reshape(D.shape)
 BAD_CALLS = [
     (lambda: _cpu.winograd_forward(X, U[:, :, :2], None, 0), ValueError, "u must"),
     (lambda: _cpu.winograd_forward(X, U[:9], None, 0), ValueError, "u must"),
@@ -187,6 +190,11 @@ BAD_CALLS = [
     (lambda: _cpu.winograd_backward(D, X, U, 0, dx_out=np.zeros((2, 3, 8, 8))), ValueError,
      "dx_out must have shape"),
     (lambda: _cpu.winograd_work_elems((2, 3, 8), 4, 0), ValueError, "x_shape"),
+    (lambda: _cpu.winograd_work_elems((1, 1, 1, 1), 2 ** 31 - 1, 2 ** 27), ValueError, "too large"),
+    (lambda: _cpu.winograd_backward(D, X_ALIAS, U, 0, dx_out=X_ALIAS), ValueError,
+     "dx_out must not overlap x"),
+    (lambda: _cpu.winograd_forward(X, U, None, 0, out=OUT_IN_WORK, work=WORK), ValueError,
+     "work must not overlap out"),
 ]
 
 

@@ -15,6 +15,10 @@ validated by ``minicnn.functional`` and C-contiguous; outputs are new arrays of 
                                                              the adjoint of im2col: sums into (N,C,H,W)
         ``out``: optional C-contiguous buffer of the exact result shape and dtype to write into
         (``functional.conv`` passes its reused scratch; the result is then ``out`` itself)
+
+Buffers a kernel writes (``out``, ``dx_out``, ``work``, ``c``, ``buf``) must not share memory
+with the arrays it reads (the C kernels raise ValueError); only the elementwise loops below may
+write over their input in place, element for element (``relu_forward(x, out=x)``).
     maxpool_forward(x, kernel_size, stride, padding)         -> (out (N,C,OH,OW), argmax int32 (N,C,OH,OW))
         argmax holds h*W + w, the flat index of the winner in its unpadded (n, c) plane;
         padded cells never win; ties go to the first maximum in window (row-major) order

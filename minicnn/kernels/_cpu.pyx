@@ -15,7 +15,15 @@ write into (``minicnn.functional.conv`` uses it for its reused scratch buffers).
 it must be C-contiguous; for ``im2col`` it may be any view whose rows (last axis) are contiguous
 and do not overlap, e.g. ``buf.transpose(1, 0, 2)`` of a (K, N, L) buffer, and ``col2im``
 reads such a view of ``cols`` without copying it.
+
+An array a kernel writes must not overlap one it reads (``_check_disjoint``): the result would
+depend on the order of the loads and stores, and the threads'.  The elementwise kernels may
+work in place.
 """
+import math
+import numbers
+import operator
+
 import numpy as np
 
 cimport numpy as cnp
@@ -144,16 +152,35 @@ cdef inline int _threads() except? -1:
 
 
 cdef int64_t _as_size(object v, str name, str op, int64_t minimum) except -1:
-    cdef int64_t n
     try:
         if isinstance(v, bool):
             raise TypeError
-        n = v.__index__()
-    except (TypeError, AttributeError, OverflowError):
+        n = operator.index(v)                           # a Python int, of any size
+    except TypeError:
         raise TypeError(f"{op}: {name} must hold ints, got {v!r}") from None
     if n < minimum or n > LIMIT:
         raise ValueError(f"{op}: {name} must be in [{minimum}, {LIMIT}], got {n}")
     return n
+
+
+cdef double _as_real(object v, str name, str op) except? -1:
+    """v as a finite C double (a Python or NumPy real number)."""
+    if type(v) is not float and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+        raise TypeError(f"{op}: {name} must be a real number, got {v!r}")
+    try:
+        r = float(v)
+    except OverflowError:                           # an int beyond float's range
+        r = math.inf
+    if not math.isfinite(r):
+        raise ValueError(f"{op}: {name} must be finite, got {r}")
+    return r
+
+
+cdef tuple _shape_tuple(object v, str name, str op):
+    """A shape argument as a tuple (its entries are checked by the caller)."""
+    if not isinstance(v, (tuple, list)):
+        raise TypeError(f"{op}: {name} must be a tuple of ints, got {v!r}")
+    return tuple(v)
 
 
 cdef void _pair(object value, str name, str op, int64_t minimum, int64_t *a, int64_t *b) except *:
@@ -226,6 +253,44 @@ cdef cnp.ndarray _check_out(object out, int ndim, cnp.npy_intp *dims, int typenu
     return o
 
 
+cdef void _extent(cnp.ndarray a, uintptr_t *lo, uintptr_t *hi) noexcept:
+    """[lo, hi): the addresses a's elements occupy at most (empty for an empty array)."""
+    cdef uintptr_t start = <uintptr_t>cnp.PyArray_DATA(a)
+    cdef cnp.npy_intp step
+    cdef int d
+    lo[0] = hi[0] = start
+    if cnp.PyArray_SIZE(a) == 0:
+        return
+    hi[0] = start + <uintptr_t>cnp.PyArray_ITEMSIZE(a)
+    for d in range(cnp.PyArray_NDIM(a)):
+        step = cnp.PyArray_STRIDE(a, d) * (cnp.PyArray_DIM(a, d) - 1)
+        if step < 0:
+            lo[0] -= <uintptr_t>(-step)
+        else:
+            hi[0] += <uintptr_t>step
+
+
+cdef void _check_disjoint(str op, cnp.ndarray written, str name, tuple reads,
+                          bint same_ok=False) except *:
+    """The kernel writes ``written`` while it reads each array of ``reads`` (pairs of name and
+    array, or None): their memory must not overlap, or the result would depend on the order of
+    the loads and stores.  ``same_ok``: an elementwise kernel reads each element before it writes
+    it, so ``written`` may be the very array it reads (the same elements, in place)."""
+    cdef uintptr_t w_lo, w_hi, r_lo, r_hi
+    _extent(written, &w_lo, &w_hi)
+    for read_name, read in reads:
+        if read is None:
+            continue
+        _extent(<cnp.ndarray>read, &r_lo, &r_hi)
+        if w_hi <= r_lo or r_hi <= w_lo:
+            continue
+        if same_ok and w_lo == r_lo and w_hi == r_hi:
+            continue                    # same shape and C-contiguous (checked): the same elements
+        raise ValueError(f"{op}: {name} must not overlap {read_name} in memory "
+                         f"({name}.shape={(<object>written).shape}, "
+                         f"{read_name}.shape={(<object>read).shape})")
+
+
 cdef void _window_geom(mc_geom *g, str op, object x_shape, object kernel_size, object stride,
                        object padding) except *:
     """Fill g from an (N, C, H, W) shape and the window; checks the window fits the padded input."""
@@ -276,6 +341,7 @@ def im2col(x, kernel_size, stride, padding, out=None):
         img_stride, row_stride = dims[1] * dims[2], dims[2]
     else:
         cols = _check_rows_out(out, dims, typenum, &img_stride, &row_stride)
+        _check_disjoint("im2col", cols, "out", (("x", a),))
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             mc_im2col_f32(<const float *>cnp.PyArray_DATA(a), <float *>cnp.PyArray_DATA(cols),
@@ -302,6 +368,9 @@ cdef cnp.ndarray _check_rows_out(object out, cnp.npy_intp *dims, int typenum,
                          f"{'float32' if typenum == cnp.NPY_FLOAT32 else 'float64'}, got "
                          f"shape {(<object>o).shape} dtype {o.dtype}")
     item = cnp.PyArray_ITEMSIZE(o)
+    if cnp.PyArray_SIZE(o) == 0:                    # nothing to write (NumPy's strides may be 0)
+        img_stride[0] = row_stride[0] = 0
+        return o
     s0, s1 = cnp.PyArray_STRIDE(o, 0), cnp.PyArray_STRIDE(o, 1)
     if n == 1:
         s0 = k * max(s1, l * item)
@@ -330,11 +399,12 @@ def col2im(cols, x_shape, kernel_size, stride, padding, out=None):
     cdef int typenum, nt = _threads()
     cdef int64_t img_stride, row_stride, item
     a = _rows_array(cols)
-    _window_geom(&g, "col2im", tuple(x_shape), kernel_size, stride, padding)
+    x_shape = _shape_tuple(x_shape, "x_shape", "col2im")
+    _window_geom(&g, "col2im", x_shape, kernel_size, stride, padding)
     if (cnp.PyArray_DIM(a, 0) != g.n or cnp.PyArray_DIM(a, 1) != g.c * g.kh * g.kw
             or cnp.PyArray_DIM(a, 2) != g.oh * g.ow):
         raise ValueError(f"col2im: cols must have shape {(g.n, g.c * g.kh * g.kw, g.oh * g.ow)} "
-                         f"for x_shape={tuple(x_shape)}, kernel_size={(g.kh, g.kw)}, "
+                         f"for x_shape={x_shape}, kernel_size={(g.kh, g.kw)}, "
                          f"stride={(g.sh, g.sw)}, padding={(g.ph, g.pw)}; got {(<object>a).shape}")
     typenum = cnp.PyArray_TYPE(a)
     item = cnp.PyArray_ITEMSIZE(a)
@@ -342,6 +412,7 @@ def col2im(cols, x_shape, kernel_size, stride, padding, out=None):
     row_stride = cnp.PyArray_STRIDE(a, 1) // item
     _nchw_dims(dims, &g, False)
     dx = _result(out, 4, dims, typenum, "col2im")
+    _check_disjoint("col2im", dx, "out", (("cols", a),))
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
             mc_col2im_f32(<const float *>cnp.PyArray_DATA(a), img_stride, row_stride,
@@ -479,10 +550,11 @@ def avgpool_backward(dout, x_shape, kernel_size, stride, padding):
     cdef cnp.npy_intp dims[4]
     cdef cnp.ndarray dx
     cdef int typenum = cnp.PyArray_TYPE(d), nt = _threads()
-    _window_geom(&g, "avgpool_backward", tuple(x_shape), kernel_size, stride, padding)
+    x_shape = _shape_tuple(x_shape, "x_shape", "avgpool_backward")
+    _window_geom(&g, "avgpool_backward", x_shape, kernel_size, stride, padding)
     if (<object>d).shape != (g.n, g.c, g.oh, g.ow):
         raise ValueError(f"avgpool_backward: dout must have shape {(g.n, g.c, g.oh, g.ow)} for "
-                         f"x_shape={tuple(x_shape)}, kernel_size={(g.kh, g.kw)}, "
+                         f"x_shape={x_shape}, kernel_size={(g.kh, g.kw)}, "
                          f"stride={(g.sh, g.sw)}, padding={(g.ph, g.pw)}; got {(<object>d).shape}")
     _nchw_dims(dims, &g, False)
     dx = _new(4, dims, typenum)
@@ -532,6 +604,7 @@ def relu_forward(x, out=None):
                           else _same_as(out, a, "out", "relu_forward", True))
     cdef int64_t n = cnp.PyArray_SIZE(a)
     cdef int nt = _threads()
+    _check_disjoint("relu_forward", o, "out", (("x", a),), True)
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
         with nogil:
             mc_relu_forward_f32(<const float *>cnp.PyArray_DATA(a), <float *>cnp.PyArray_DATA(o), n, nt)
@@ -549,6 +622,7 @@ def relu_backward(dout, out, dx=None):
                           else _same_as(dx, d, "dx", "relu_backward", True))
     cdef int64_t n = cnp.PyArray_SIZE(d)
     cdef int nt = _threads()
+    _check_disjoint("relu_backward", r, "dx", (("dout", d), ("out", o)), True)
     if cnp.PyArray_TYPE(d) == cnp.NPY_FLOAT32:
         with nogil:
             mc_relu_backward_f32(<const float *>cnp.PyArray_DATA(d), <const float *>cnp.PyArray_DATA(o),
@@ -569,7 +643,10 @@ def sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
     cdef int64_t n = cnp.PyArray_SIZE(pa)
     cdef int nt = _threads(), nest = 1 if nesterov else 0, first_step = 1 if first else 0
     cdef void *buf_data = NULL
-    cdef double c_lr = lr, c_momentum = momentum, keep = 1 - dampening, c_wd = weight_decay
+    cdef double c_lr = _as_real(lr, "lr", "sgd_step")
+    cdef double c_momentum = _as_real(momentum, "momentum", "sgd_step")
+    cdef double keep = 1 - _as_real(dampening, "dampening", "sgd_step")
+    cdef double c_wd = _as_real(weight_decay, "weight_decay", "sgd_step")
     if pa is not p:
         raise ValueError(f"sgd_step: p is updated in place, so it must be a C-contiguous, aligned "
                          f"float array (p.shape={p.shape})")
@@ -579,8 +656,11 @@ def sgd_step(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first):
     if buf is not None:
         ba = _same_as(buf, pa, "buf", "sgd_step", True)
         buf_data = cnp.PyArray_DATA(ba)
-    elif momentum != 0:
+    elif c_momentum != 0:
         raise ValueError("sgd_step: momentum != 0 needs a momentum buffer buf")
+    _check_disjoint("sgd_step", pa, "p", (("g", ga),), True)
+    if ba is not None:
+        _check_disjoint("sgd_step", ba, "buf", (("p", pa), ("g", ga)))
     if cnp.PyArray_TYPE(pa) == cnp.NPY_FLOAT32:
         with nogil:
             mc_sgd_step_f32(<float *>cnp.PyArray_DATA(pa), <const float *>cnp.PyArray_DATA(ga),
@@ -649,6 +729,11 @@ def batchnorm_apply(x, mean, inv_std, gamma, beta, xhat=None, out=None):
                           else _same_as(xhat, a, "xhat", "batchnorm_apply", True))
     cdef cnp.ndarray o = (np.empty_like(a) if out is None
                           else _same_as(out, a, "out", "batchnorm_apply", True))
+    vectors = (("mean", m), ("inv_std", k), ("gamma", g), ("beta", b))
+    _check_disjoint("batchnorm_apply", h, "xhat", (("x", a),), True)
+    _check_disjoint("batchnorm_apply", o, "out", (("x", a),), True)
+    _check_disjoint("batchnorm_apply", o, "out", (("xhat", h),) + vectors)
+    _check_disjoint("batchnorm_apply", h, "xhat", vectors)
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
         with nogil:
             mc_batchnorm_apply_f32(<const float *>cnp.PyArray_DATA(a), <const float *>cnp.PyArray_DATA(m),
@@ -676,6 +761,8 @@ def batchnorm_backward(dout, xhat, gamma, inv_std, batch_stats, dx=None):
     cdef cnp.ndarray k = _channel_vector(inv_std, d, c, "inv_std", "batchnorm_backward")
     cdef cnp.ndarray r = (np.empty_like(d) if dx is None
                           else _same_as(dx, d, "dx", "batchnorm_backward", True))
+    _check_disjoint("batchnorm_backward", r, "dx", (("dout", d), ("xhat", h)), True)
+    _check_disjoint("batchnorm_backward", r, "dx", (("gamma", g), ("inv_std", k)))
     dgamma, dbeta = np.empty(c, dtype=d.dtype), np.empty(c, dtype=d.dtype)
     if cnp.PyArray_TYPE(d) == cnp.NPY_FLOAT32:
         with nogil:
@@ -807,6 +894,7 @@ def small_sgemm(a, b, trans_b=False, c=None, loops=False):
         o = _new(2, dims, cnp.NPY_FLOAT32)
     else:
         o = _check_out(c, 2, dims, cnp.NPY_FLOAT32, "small_sgemm", "c")
+        _check_disjoint("small_sgemm", o, "c", (("a", aa), ("b", ba)))
     if m == 0 or n == 0:
         return o
     cdef const float *pa = <const float *>cnp.PyArray_DATA(aa)
@@ -884,6 +972,7 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None):
         raise ValueError(f"matmul: sizes {(m, n, k)} are too large for a 32-bit BLAS")
     dims[0], dims[1] = m, n
     o = _result(out, 2, dims, typenum, "matmul")
+    _check_disjoint("matmul", o, "out", (("a", aa), ("b", ba)))
     if m == 0 or n == 0:
         return o
     if k == 0:
@@ -903,6 +992,20 @@ def matmul(a, b, trans_a=False, trans_b=False, out=None):
     return o
 
 
+# A layer's multiply-adds per image, F * K * L, at most this: then its scratch sizes (sums of a
+# few such products, times at most 1024 threads) cannot overflow int64.  Real layers stay below
+# 2**34.
+cdef object MAX_MACS = 2 ** 44
+
+
+cdef void _check_macs(int64_t f, const mc_geom *g, str op) except *:
+    macs = (<object>f) * g.c * g.kh * g.kw * g.oh * g.ow
+    if macs > MAX_MACS:
+        raise ValueError(f"{op}: a layer of F*K*L = {macs} multiply-adds per image is too large "
+                         f"(at most 2**44; F={f}, x_shape={(g.n, g.c, g.h, g.w)}, "
+                         f"kernel_size={(g.kh, g.kw)})")
+
+
 cdef void _conv_geom(mc_geom *g, int64_t *f, str op, cnp.ndarray x, cnp.ndarray w,
                      object stride, object padding) except *:
     """g from x (N, C, H, W), w's window and stride/padding; f = w's filter count."""
@@ -917,6 +1020,7 @@ cdef void _conv_geom(mc_geom *g, int64_t *f, str op, cnp.ndarray x, cnp.ndarray 
     if g.c < 1 or g.n < 1:
         raise ValueError(f"{op}: x must have at least one image and one channel, "
                          f"got x.shape={(<object>x).shape}")
+    _check_macs(f[0], g, op)
     k, l = g.c * g.kh * g.kw, g.oh * g.ow
     if not _blas.ilp64 and max(k, l) > LIMIT:           # every GEMM size and stride is f, k or l
         raise ValueError(f"{op}: (K, L) = {(k, l)} is too large for a 32-bit BLAS")
@@ -945,8 +1049,17 @@ def conv_work_elems(x_shape, w_shape, stride, padding):
     buffer per thread, and the backward's per-block partial sums (kept in the reused scratch: a
     fresh array each call cost its page faults every call)."""
     cdef mc_geom g
-    _window_geom(&g, "conv_work_elems", tuple(x_shape), tuple(w_shape)[2:], stride, padding)
+    x_shape = _shape_tuple(x_shape, "x_shape", "conv_work_elems")
+    w_shape = _shape_tuple(w_shape, "w_shape", "conv_work_elems")
+    if len(w_shape) != 4:
+        raise ValueError(f"conv_work_elems: w_shape must be a 4-tuple (F, C, KH, KW), "
+                         f"got {w_shape!r}")
+    _window_geom(&g, "conv_work_elems", x_shape, w_shape[2:], stride, padding)
     f = _as_size(w_shape[0], "w_shape", "conv_work_elems", 1)
+    if _as_size(w_shape[1], "w_shape", "conv_work_elems", 0) != g.c:
+        raise ValueError(f"conv_work_elems: x_shape has {g.c} channels but w_shape expects "
+                         f"{w_shape[1]} (x_shape={x_shape}, w_shape={w_shape})")
+    _check_macs(f, &g, "conv_work_elems")
     return _conv_parts_elems(&g, f) + mc_conv_work_elems_f32(f, &g, _threads())
 
 
@@ -1010,6 +1123,9 @@ def conv_forward(x, w, b, stride, padding, out=None, work=None):
         bias = cnp.PyArray_DATA(ba)
     o = _conv_result(out, &g, f, typenum, "conv_forward")
     scratch = _check_work(work, typenum, mc_conv_work_elems_f32(f, &g, nt), "conv_forward")
+    reads = (("x", a), ("w", wa), ("b", ba))
+    _check_disjoint("conv_forward", o, "out", reads)
+    _check_disjoint("conv_forward", scratch, "work", reads + (("out", o),))
     _blas_single_thread_enter()
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
@@ -1049,6 +1165,10 @@ def conv_backward(dout, x, w, stride, padding, need_dx=True, dx_out=None, work=N
         dx_data = cnp.PyArray_DATA(dx)
     parts = _conv_parts_elems(&g, f)
     scratch = _check_work(work, typenum, parts + mc_conv_work_elems_f32(f, &g, nt), "conv_backward")
+    reads = (("x", a), ("w", wa), ("dout", d))
+    if dx is not None:
+        _check_disjoint("conv_backward", dx, "dx_out", reads)
+    _check_disjoint("conv_backward", scratch, "work", reads + (("dx_out", dx),))
     dw1t_parts = scratch[:parts].reshape(blocks, k + 1, f)       # [dW^T; db^T] of each block
     scratch = scratch[parts:]
     _blas_single_thread_enter()
@@ -1086,6 +1206,7 @@ cdef void _winograd_geom(mc_geom *g, int64_t *f, str op, cnp.ndarray x, cnp.ndar
     if g.c < 1 or g.n < 1:
         raise ValueError(f"{op}: x must have at least one image and one channel, "
                          f"got x.shape={(<object>x).shape}")
+    _check_macs(f[0], g, op)
     tiles = ((g.oh + 1) // 2) * ((g.ow + 1) // 2)
     if not _blas.ilp64 and max(f[0], g.c, tiles) > LIMIT:
         raise ValueError(f"{op}: (F, C, tiles) = {(f[0], g.c, tiles)} is too large for a 32-bit BLAS")
@@ -1095,8 +1216,10 @@ def winograd_work_elems(x_shape, f, padding):
     """Scratch size (values) ``winograd_forward`` / ``winograd_backward`` need (with the
     backward's per-block partial sums, as for ``conv_work_elems``)."""
     cdef mc_geom g
-    _window_geom(&g, "winograd_work_elems", tuple(x_shape), (3, 3), 1, padding)
+    x_shape = _shape_tuple(x_shape, "x_shape", "winograd_work_elems")
+    _window_geom(&g, "winograd_work_elems", x_shape, (3, 3), 1, padding)
     f = _as_size(f, "f", "winograd_work_elems", 1)
+    _check_macs(f, &g, "winograd_work_elems")
     return _winograd_parts_elems(&g, f) + mc_winograd_work_elems_f32(f, &g, _threads())
 
 
@@ -1122,6 +1245,9 @@ def winograd_forward(x, u, b, padding, out=None, work=None):
         bias = cnp.PyArray_DATA(ba)
     o = _conv_result(out, &g, f, typenum, "winograd_forward")
     scratch = _check_work(work, typenum, mc_winograd_work_elems_f32(f, &g, nt), "winograd_forward")
+    reads = (("x", a), ("u", ua), ("b", ba))
+    _check_disjoint("winograd_forward", o, "out", reads)
+    _check_disjoint("winograd_forward", scratch, "work", reads + (("out", o),))
     _blas_single_thread_enter()
     with nogil:
         if typenum == cnp.NPY_FLOAT32:
@@ -1158,6 +1284,10 @@ def winograd_backward(dout, x, u, padding, need_dx=True, dx_out=None, work=None)
     parts = _winograd_parts_elems(&g, f)
     scratch = _check_work(work, typenum, parts + mc_winograd_work_elems_f32(f, &g, nt),
                           "winograd_backward")
+    reads = (("x", a), ("u", uta), ("dout", d))
+    if dx is not None:
+        _check_disjoint("winograd_backward", dx, "dx_out", reads)
+    _check_disjoint("winograd_backward", scratch, "work", reads + (("dx_out", dx),))
     du_parts = scratch[:blocks * 16 * f * g.c].reshape(blocks, 16, f, g.c)
     db_parts = scratch[blocks * 16 * f * g.c:parts].reshape(blocks, f)
     scratch = scratch[parts:]
