@@ -261,6 +261,17 @@ def test_batchnorm_in_c_equals_the_numpy_formulas(shape, dtype, training):
 
 
 @needs_c
+def test_batchnorm_takes_byte_swapped_vectors_as_it_takes_a_byte_swapped_x():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    mean, inv_std = rng.standard_normal(3).astype(np.float32), np.ones(3, np.float32)
+    swapped = mean.byteswap().view(mean.dtype.newbyteorder())
+    expected = _cpu.batchnorm_apply(x, mean, inv_std, mean, mean)
+    for got, want in zip(_cpu.batchnorm_apply(x, swapped, inv_std, swapped, swapped), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+@needs_c
 def test_channel_stats_are_accurate_for_a_large_mean():
     """Two passes in double: the variance survives a mean 1e4 times the spread."""
     x = (1e4 + np.random.default_rng(0).standard_normal((64, 3, 10, 10))).astype(np.float32)

@@ -240,6 +240,8 @@ BAD_CALLS = [
      "dx_out must not overlap x"),
     (lambda: _cpu.conv_forward(X_IN_WORK, W, None, 1, 0, work=WORK), ValueError,
      "work must not overlap x"),
+    (lambda: _cpu.conv_backward(D, X, W, 1, 0, need_dx=False, dx_out=X_ALIAS), ValueError,
+     "need_dx is False"),
     (lambda: _cpu.conv_work_elems((2, 3, 8, 8), (4, 2, 3, 3), 1, 0), ValueError, "channels"),
     (lambda: _cpu.conv_work_elems((2, 3, 8, 8), (4, 3, 3), 1, 0), ValueError, "w_shape"),
     (lambda: _cpu.conv_work_elems((1, 2 ** 31 - 1, 1, 1), (2 ** 31 - 1, 2 ** 31 - 1, 3, 3), 1, 1),

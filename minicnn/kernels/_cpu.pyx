@@ -688,7 +688,7 @@ cdef cnp.ndarray _channel_vector(object v, cnp.ndarray like, int64_t c, str name
     """v as a contiguous vector of c values of like's dtype (any shape holding c values)."""
     if not isinstance(v, cnp.ndarray):
         raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(v).__name__}")
-    if (<cnp.ndarray>v).size != c or (<cnp.ndarray>v).dtype != like.dtype:
+    if (<cnp.ndarray>v).size != c or cnp.PyArray_TYPE(<cnp.ndarray>v) != cnp.PyArray_TYPE(like):
         raise ValueError(f"{op}: {name} must hold {c} values (one per channel) of dtype "
                          f"{like.dtype}, got shape {v.shape} dtype {v.dtype}")
     return _any_float(np.ravel(v), name, op)
@@ -1098,6 +1098,8 @@ cdef cnp.ndarray _dx_result(bint need_dx, object dx_out, const mc_geom *g, int t
     ``need_dx`` is False."""
     cdef cnp.npy_intp dims[4]
     if not need_dx:
+        if dx_out is not None:
+            raise ValueError(f"{op}: dx_out was given but need_dx is False")
         return None
     _nchw_dims(dims, g, False)
     return _result(dx_out, 4, dims, typenum, op, "dx_out")
