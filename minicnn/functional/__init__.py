@@ -17,6 +17,6 @@ from minicnn.functional.normalization import (batchnorm1d_backward, batchnorm1d_
 from minicnn.functional.pooling import (avgpool2d_backward, avgpool2d_forward,
                                         global_avgpool2d_backward, global_avgpool2d_forward,
                                         maxpool2d_backward, maxpool2d_forward)
-from minicnn.losses import log_softmax, mse_loss, softmax, softmax_cross_entropy
+from minicnn.functional.losses import log_softmax, mse_loss, softmax, softmax_cross_entropy
 
 __all__ = [name for name in dir() if not name.startswith("_")]
