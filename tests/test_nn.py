@@ -405,6 +405,25 @@ def test_load_state_dict_names_missing_unexpected_and_mismatched_shapes():
     assert "0.weight: model (2, 3) vs given (2, 4)" in msg
 
 
+@pytest.mark.parametrize("name, bad, words", [
+    ("1.bias", np.array(["a", "b"]), "not real numbers: ['1.bias: <U1']"),
+    ("1.bias", np.array([1 + 2j, 0j]), "not real numbers"),
+    ("1.weight", np.array([1e300, 1.0]), "too large for the parameter's dtype: ['1.weight (float32)']"),
+])
+def test_load_state_dict_writes_nothing_when_a_late_array_is_bad(name, bad, words):
+    """The checks run over every array before the first is written: a bad array that comes last
+    leaves the earlier layers as they were."""
+    model = nn.Sequential(nn.Linear(3, 2, rng=0), nn.BatchNorm1D(2))
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    state = {k: v + 1 for k, v in model.state_dict().items()}
+    state[name] = bad
+    with pytest.raises(ValueError) as err:
+        model.load_state_dict(state)
+    assert words in str(err.value)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=f"{k} was written")
+
+
 def test_layers_validate_constructor_arguments():
     with pytest.raises(ValueError, match="in_channels"):
         nn.Conv2D(0, 3, 3)

@@ -33,6 +33,12 @@ def module_from_config(config):
     return cls.from_config(dict(config.get("args", {})))
 
 
+def _dtype_of(value):
+    """The dtype of an array (NumPy or CuPy) or of what np.asarray makes of a list or scalar."""
+    dtype = getattr(value, "dtype", None)
+    return np.dtype(dtype) if dtype is not None else np.asarray(value).dtype
+
+
 class Module:
     """Base class of every layer and container (see the module docstring for the contract)."""
 
@@ -167,14 +173,18 @@ class Module:
     def load_state_dict(self, state, strict=True):
         """Copy arrays by name into the live parameters and buffers (cast to their dtype).
 
-        Raises ValueError naming the missing and unexpected names (when ``strict``) and every
-        shape that differs; nothing is written unless every check passes.
+        Raises ValueError naming the missing and unexpected names (when ``strict``), every shape
+        that differs, arrays that are not real numbers (complex, bool, strings, objects) and
+        values too large for the parameter's dtype; nothing is written unless every check passes.
         """
         targets = {**self.parameters(), **self.buffers()}
+        given = [k for k in targets if k in state]
         missing = [k for k in targets if k not in state]
         unexpected = [k for k in state if k not in targets]
         mismatched = [f"{k}: model {tuple(targets[k].shape)} vs given {tuple(np.shape(state[k]))}"
-                      for k in targets if k in state and tuple(targets[k].shape) != tuple(np.shape(state[k]))]
+                      for k in given if tuple(targets[k].shape) != tuple(np.shape(state[k]))]
+        not_real = [f"{k}: {_dtype_of(state[k])}" for k in given
+                    if _dtype_of(state[k]).kind not in "fiu"]
         problems = []
         if strict and missing:
             problems.append(f"missing names: {missing}")
@@ -182,13 +192,32 @@ class Module:
             problems.append(f"unexpected names: {unexpected}")
         if mismatched:
             problems.append(f"shape mismatch: {mismatched}")
+        if not_real:
+            problems.append(f"not real numbers: {not_real}")
+        if not problems:
+            cast, too_large = self._cast_state(targets, state, given)
+            if too_large:
+                problems.append(f"values too large for the parameter's dtype: {too_large}")
         if problems:
             raise ValueError(f"{type(self).__name__}.load_state_dict: " + "; ".join(problems))
-        for name, target in targets.items():
-            if name in state:
-                xp = get_array_module(target)
-                target[...] = xp.asarray(to_device(state[name], "gpu" if xp is not np else "cpu"),
-                                         dtype=target.dtype)
+        for name in given:
+            targets[name][...] = cast[name]
+
+    @staticmethod
+    def _cast_state(targets, state, names):
+        """({name: state[name] on the target's device, in its dtype}, [names whose values
+        overflowed that dtype]); nothing is written yet."""
+        cast, too_large = {}, []
+        for name in names:
+            target = targets[name]
+            xp = get_array_module(target)
+            value = to_device(state[name], "gpu" if xp is not np else "cpu")
+            try:
+                with np.errstate(over="raise"):
+                    cast[name] = xp.asarray(value, dtype=target.dtype)
+            except FloatingPointError:
+                too_large.append(f"{name} ({target.dtype})")
+        return cast, too_large
 
     def num_parameters(self, trainable_only=False):
         """Number of scalar parameters (``trainable_only`` leaves frozen ones out)."""
