@@ -169,10 +169,15 @@ def _config_diff(a, b, where="architecture"):
     return None if a == b else f"{where}: {a!r} vs {b!r}"
 
 
-def save_model(model, path):
-    """Write the architecture (``model.config()``) and the parameters and buffers to one file."""
+def save_model(model, path, run=None):
+    """Write the architecture (``model.config()``) and the parameters and buffers to one file.
+
+    ``run``: JSON-able facts to keep with the weights (``fit`` stores its ``meta``, such as the
+    class names and the input normalisation, and its ``config``), so the file stands alone."""
     meta = {"architecture": model.config(),
             "parameters": list(model.parameters()), "buffers": list(model.buffers())}
+    if run is not None:
+        meta["run"] = run
     _write(path, "model", {**model.parameters(), **model.buffers()}, meta)
 
 

@@ -636,7 +636,8 @@ class Trainer:
 
             improved = self._update_best(row, monitor, mode, stopping)
             if improved and self.save_best and self.out_dir is not None:
-                mio.save_model(model, self._path("best.npz"))
+                mio.save_model(model, self._path("best.npz"),
+                               run={"meta": self.meta, "config": self.config()})
             self.save_checkpoint()
             self._write_history()
             self.progress.line(self._summary(row))
@@ -796,7 +797,8 @@ def load_trained_model(path):
     """(model, info) from a ``best.npz`` (model file) or ``last.npz`` (checkpoint) written by ``fit``.
 
     ``info`` holds the run's ``meta`` (class names, preprocessing) and ``config`` when known:
-    from the checkpoint itself, or from the ``history.json`` beside a model file.
+    from the file itself, or, for a model file written before it kept them, from the
+    ``history.json`` beside it.
     """
     from minicnn.nn import module_from_config
     path = os.fspath(path)
@@ -814,7 +816,10 @@ def load_trained_model(path):
     if "architecture" in header_meta:                      # a model file (best.npz)
         model = mio.load_model(path)
         sidecar = os.path.join(os.path.dirname(path) or ".", "history.json")
-        if os.path.exists(sidecar):
+        if isinstance(header_meta.get("run"), dict):
+            run = header_meta["run"]
+            info["meta"], info["config"] = run.get("meta") or {}, run.get("config")
+        elif os.path.exists(sidecar):
             with open(sidecar, encoding="utf-8") as f:
                 run = json.load(f)
             info["meta"], info["config"] = run.get("meta") or {}, run.get("config")

@@ -2,6 +2,7 @@
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -66,6 +67,20 @@ def test_evaluate_prints_accuracy_confusion_matrix_and_report(trained_run, capsy
     assert "accuracy:" in out and "confusion matrix" in out
     assert "precision" in out and "macro avg" in out
     assert "on digits test (359 images)" in out
+
+
+def test_a_model_file_moved_alone_keeps_its_preprocessing(trained_run, tmp_path, capsys):
+    """best.npz carries the run's normalisation and class names; without them the same file
+    gave other predictions once history.json was left behind."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(trained_run / "best.npz", alone / "best.npz")
+    outputs = []
+    for folder in (trained_run, alone):
+        code, out, err = run(capsys, "evaluate", str(folder / "best.npz"), "--dataset", "digits")
+        assert code == 0, err
+        outputs.append(out.replace(str(folder), "RUN"))
+    assert outputs[0] == outputs[1]
 
 
 def test_predict_labels_npy_arrays_with_probabilities(trained_run, tmp_path, capsys):
