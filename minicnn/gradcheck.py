@@ -36,6 +36,9 @@ def numerical_gradient(f, x, df=None, h=1e-5):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"numerical_gradient: x must be a numpy array (perturbed in place), "
                         f"got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"numerical_gradient: x must be a float array (float64 for a gradient "
+                        f"check): an x + h step is lost in dtype {x.dtype} (x.shape={x.shape})")
     grad = np.zeros(x.shape, dtype=np.float64)
     upstream = None if df is None else np.asarray(df, dtype=np.float64)
     for index in np.ndindex(*x.shape):

@@ -25,23 +25,22 @@ import numpy as np
 
 from minicnn import kernels
 from minicnn.backend import get_array_module, normalize_device, to_device
+from minicnn.functional._checks import real_number
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "StepLR",
            "CosineAnnealingLR", "LinearWarmup", "clip_grad_norm"]
 
 
 def _non_negative(value, name, owner):
-    value = float(value)
-    if not value >= 0.0:
-        raise ValueError(f"{owner}: {name} must be >= 0, got {value}")
-    return value
+    return real_number(value, name, owner, 0.0, math.inf, high_open=True)
 
 
-def _in_unit_interval(value, name, owner):
-    value = float(value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value}")
-    return value
+def _positive(value, name, owner):
+    return real_number(value, name, owner, 0.0, math.inf, low_open=True, high_open=True)
+
+
+def _in_unit_interval(value, name, owner, closed=False):
+    return real_number(value, name, owner, 0.0, 1.0, high_open=not closed)
 
 
 class Optimizer:
@@ -78,12 +77,19 @@ class Optimizer:
     def step(self):
         """One update of every trainable parameter, in place."""
         for name, p, g in self._trainable():
+            if g.shape != p.shape or g.dtype != p.dtype:
+                raise ValueError(f"{type(self).__name__}.step: the gradient of {name} has shape "
+                                 f"{tuple(g.shape)} and dtype {g.dtype}, the parameter "
+                                 f"{tuple(p.shape)} and {p.dtype}")
             state = self.state.setdefault(name, {"step": 0})
             state["step"] += 1
             self._update(p, g, state)
 
     def _update(self, p, g, state):
         raise NotImplementedError
+
+    def _set_hyper(self, **hyper):
+        """Check and set the hyperparameters named in ``_hyper`` (constructor, load_state_dict)."""
 
     def zero_grad(self):
         """Set the model's gradients to zero (in place)."""
@@ -122,10 +128,7 @@ class Optimizer:
         hyper = dict(state_dict["hyperparams"])
         self.lr = hyper.pop("lr")
         self.initial_lr = hyper.pop("initial_lr", None)
-        for k in self._hyper:
-            if k in hyper:
-                v = hyper[k]
-                setattr(self, k, tuple(v) if isinstance(v, list) else v)
+        self._set_hyper(**{k: hyper.get(k, getattr(self, k)) for k in self._hyper})
         self.state = {}
         for name, s in state_dict["state"].items():
             p = params[name]
@@ -154,9 +157,12 @@ class SGD(Optimizer):
 
     def __init__(self, model, lr, momentum=0.0, weight_decay=0.0, nesterov=False, dampening=0.0):
         super().__init__(model, lr)
+        self._set_hyper(momentum, weight_decay, nesterov, dampening)
+
+    def _set_hyper(self, momentum, weight_decay, nesterov, dampening):
         self.momentum = _non_negative(momentum, "momentum", "SGD")
         self.weight_decay = _non_negative(weight_decay, "weight_decay", "SGD")
-        self.dampening = float(dampening)
+        self.dampening = _in_unit_interval(dampening, "dampening", "SGD", closed=True)
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("SGD: nesterov needs momentum > 0 and dampening = 0")
@@ -203,10 +209,15 @@ class Adam(Optimizer):
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
         super().__init__(model, lr)
+        self._set_hyper(betas, eps, weight_decay, amsgrad)
+
+    def _set_hyper(self, betas, eps, weight_decay, amsgrad):
         name = type(self).__name__
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
         self.betas = (_in_unit_interval(betas[0], "betas[0]", name),
                       _in_unit_interval(betas[1], "betas[1]", name))
-        self.eps = _non_negative(eps, "eps", name)
+        self.eps = _positive(eps, "eps", name)
         self.weight_decay = _non_negative(weight_decay, "weight_decay", name)
         self.amsgrad = bool(amsgrad)
 
@@ -250,8 +261,11 @@ class RMSprop(Optimizer):
 
     def __init__(self, model, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
         super().__init__(model, lr)
-        self.alpha = _non_negative(alpha, "alpha", "RMSprop")
-        self.eps = _non_negative(eps, "eps", "RMSprop")
+        self._set_hyper(alpha, eps, weight_decay, momentum, centered)
+
+    def _set_hyper(self, alpha, eps, weight_decay, momentum, centered):
+        self.alpha = _in_unit_interval(alpha, "alpha", "RMSprop", closed=True)
+        self.eps = _positive(eps, "eps", "RMSprop")
         self.weight_decay = _non_negative(weight_decay, "weight_decay", "RMSprop")
         self.momentum = _non_negative(momentum, "momentum", "RMSprop")
         self.centered = bool(centered)
@@ -433,7 +447,8 @@ def clip_grad_norm(model_or_grads, max_norm, norm_type=2.0):
         grads = list(model_or_grads.values())
     else:
         grads = list(model_or_grads)
-    max_norm, norm_type = float(max_norm), float(norm_type)
+    max_norm = real_number(max_norm, "max_norm", "clip_grad_norm", 0.0, math.inf)
+    norm_type = real_number(norm_type, "norm_type", "clip_grad_norm", 0.0, math.inf, low_open=True)
     if not grads:
         return 0.0
     xp = get_array_module(*grads)

@@ -267,3 +267,9 @@ def test_check_module_on_a_small_minicnn_nn_network_in_train_mode():
     assert max(errors.values()) < 1e-6, f"minicnn.nn gradients disagree with finite differences: {errors}"
     for name, before in buffers_before.items():
         assert np.array_equal(model.buffers()[name], before), f"buffer {name} not restored by check_module"
+
+
+def test_numerical_gradient_refuses_an_integer_x():
+    """x + h would be truncated back to x: the 'gradient' would be garbage, not an error."""
+    with pytest.raises(TypeError, match="float array"):
+        numerical_gradient(lambda z: z * z, np.ones(3, dtype=np.int64))

@@ -72,15 +72,58 @@ def test_sgd_formula_by_hand():
     np.testing.assert_allclose(model[0].weight, w0 - 0.5 * g - 0.5 * 1.9 * g)
 
 
-def test_optimizer_validates_hyperparameters():
-    with pytest.raises(ValueError, match="lr"):
-        optim.SGD(_model(), lr=-1)
-    with pytest.raises(ValueError, match="nesterov"):
-        optim.SGD(_model(), lr=0.1, nesterov=True)
-    with pytest.raises(ValueError, match="betas"):
-        optim.Adam(_model(), betas=(1.0, 0.9))
-    with pytest.raises(TypeError, match="parameters"):
-        optim.Adam(object())
+@pytest.mark.parametrize("make, error, words", [
+    (lambda m: optim.SGD(m, lr=-1), ValueError, "lr"),
+    (lambda m: optim.SGD(m, lr=float("inf")), ValueError, "lr must be in"),
+    (lambda m: optim.SGD(m, lr=True), TypeError, "lr must be a real number"),
+    (lambda m: optim.SGD(m, lr=0.1, nesterov=True), ValueError, "nesterov"),
+    (lambda m: optim.SGD(m, lr=0.1, momentum=0.9, dampening=2), ValueError, "dampening"),
+    (lambda m: optim.SGD(m, lr=0.1, weight_decay=float("nan")), ValueError, "weight_decay"),
+    (lambda m: optim.Adam(m, betas=(1.0, 0.9)), ValueError, "betas"),
+    (lambda m: optim.Adam(m, betas=0.9), ValueError, "betas must be a pair"),
+    (lambda m: optim.Adam(m, betas=(0.9,)), ValueError, "betas must be a pair"),
+    (lambda m: optim.Adam(m, eps=0), ValueError, "eps"),
+    (lambda m: optim.RMSprop(m, alpha=1.5), ValueError, "alpha"),
+    (lambda m: optim.Adam(object()), TypeError, "parameters"),
+])
+def test_optimizer_validates_hyperparameters(make, error, words):
+    with pytest.raises(error, match=words):
+        make(_model())
+
+
+def test_load_state_dict_checks_the_hyperparameters_as_the_constructor_does():
+    sd = optim.SGD(_model(), lr=0.1, momentum=0.9).state_dict()
+    sd["hyperparams"]["momentum"] = -5
+    with pytest.raises(ValueError, match="momentum"):
+        optim.SGD(_model(), lr=0.1).load_state_dict(sd)
+
+
+class _OneArray:
+    """A model of one parameter whose gradient the test chooses."""
+    def __init__(self, grad):
+        self.weight, self.grad = np.zeros((4, 3)), grad
+
+    def parameters(self):
+        return {"weight": self.weight}
+
+    def grads(self):
+        return {"weight": self.grad}
+
+
+@pytest.mark.parametrize("grad", [np.ones((4, 1)), np.ones((4, 3), np.float32)],
+                         ids=["broadcasts", "float32"])
+def test_step_refuses_a_gradient_of_another_shape_or_dtype(grad):
+    model = _OneArray(grad)
+    with pytest.raises(ValueError, match="the gradient of weight has shape"):
+        optim.SGD(model, lr=0.1).step()
+    np.testing.assert_array_equal(model.weight, 0)
+
+
+@pytest.mark.parametrize("max_norm, norm_type, words", [
+    (-1.0, 2.0, "max_norm"), (float("nan"), 2.0, "max_norm"), (1.0, 0.0, "norm_type")])
+def test_clip_grad_norm_validates_its_arguments(max_norm, norm_type, words):
+    with pytest.raises(ValueError, match=words):
+        optim.clip_grad_norm([np.ones(3)], max_norm, norm_type)
 
 
 def test_lr_is_settable_between_steps():

@@ -289,3 +289,45 @@ def test_activation_backward_with_a_dout_of_the_wrong_shape(op):
 @pytest.mark.parametrize("op", ["relu", "leaky_relu", "sigmoid", "tanh"])
 def test_activation_integer_input_is_refused(op):
     raises_naming(lambda: getattr(F, f"{op}_forward")(np.arange(6).reshape(2, 3)), op, "x", "floating")
+
+
+# ----------------------------------------------------------------------------- numbers and caches
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: F.dropout_forward(arr(2, 3), True, rng=np.random.default_rng(0)), TypeError,
+     "dropout: p must be a real number"),
+    (lambda: F.dropout_forward(arr(2, 3), "0.5", rng=np.random.default_rng(0)), TypeError,
+     "dropout: p must be a real number"),
+    (lambda: F.leaky_relu_forward(arr(2, 3), None), TypeError, "negative_slope"),
+    (lambda: F.leaky_relu_forward(arr(2, 3), float("nan")), ValueError, "negative_slope"),
+    (lambda: F.batchnorm2d_forward(arr(2, 3, 4, 4), *[arr(3) for _ in range(4)], eps=0.0),
+     ValueError, r"eps must be in \(0.0, inf\)"),
+    (lambda: F.batchnorm2d_forward(arr(2, 3, 4, 4), *[arr(3) for _ in range(4)], momentum=1.5),
+     ValueError, r"momentum must be in \[0.0, 1.0\]"),
+    (lambda: F.softmax_cross_entropy(arr(2, 3), np.zeros(2, int), label_smoothing=None), TypeError,
+     "label_smoothing"),
+    (lambda: F.softmax(np.arange(6).reshape(2, 3)), ValueError, "float32 or float64"),
+    (lambda: F.conv2d_forward(arr(1, 1, 4, 4, dtype=np.float16), arr(1, 1, 3, 3, dtype=np.float16),
+                              None), ValueError, "float32 or float64"),
+])
+def test_hyperparameters_and_dtypes_are_checked_by_the_ops(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+def test_byte_swapped_input_gives_the_values_of_native_input():
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
+    swapped = x.astype(x.dtype.newbyteorder())
+    np.testing.assert_array_equal(F.maxpool2d_forward(swapped, 2, 2)[0], F.maxpool2d_forward(x, 2, 2)[0])
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_dropout_and_flatten_backward_check_dout_in_every_mode(training):
+    _, cache = F.dropout_forward(arr(2, 3), 0.5, training=training, rng=np.random.default_rng(0))
+    raises_naming(lambda: F.dropout_backward(arr(3, 2), cache), "dropout_backward", *shapes(arr(2, 3)))
+    raises_naming(lambda: F.dropout_backward(arr(2, 3, dtype=np.float32), cache), "float32",
+                  "float64")
+    _, cache = F.flatten_forward(arr(2, 3, 4))
+    raises_naming(lambda: F.flatten_backward(arr(12, 2), cache), "flatten_backward",
+                  re.escape("(2, 12)"))
+    raises_naming(lambda: F.flatten_backward(arr(2, 12, dtype=np.float32), cache), "float32")

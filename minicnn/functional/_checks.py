@@ -3,9 +3,29 @@
 Every check raises ValueError (TypeError for a non-array) naming the op, the argument and the
 shapes, e.g. ``conv2d: x has 3 channels but w expects 4 (x.shape=(2, 3, 8, 8), w.shape=(5, 4, 3, 3))``.
 """
+import math
+import numbers
+
 import numpy as np
 
 from minicnn.backend import get_array_module
+
+
+def real_number(value, name, op, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    """value as a float: a real number (not a bool) between low and high, each bound included
+    unless ``low_open`` / ``high_open``; NaN is never in range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
+    try:
+        value = float(value)
+    except OverflowError:                                 # an int beyond float's range
+        value = math.copysign(math.inf, value)
+    above_low = value > low if low_open else value >= low
+    below_high = value < high if high_open else value <= high
+    if not (above_low and below_high):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{op}: {name} must be in {interval}, got {value}")
+    return value
 
 
 def pair(value, name, op, minimum):
@@ -27,7 +47,9 @@ def as_float_array(x, name, op, ndim=None):
     xp = get_array_module(x)
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
         raise TypeError(f"{op}: {name} must be an array, got {type(x).__name__}")
-    if x.dtype.kind != "f":
+    if x.dtype.kind == "f" and not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))      # the same values in this machine's byte order
+    if x.dtype not in (np.float32, np.float64):
         raise ValueError(f"{op}: {name} must be a floating array (float32 or float64), "
                          f"got dtype {x.dtype} ({name}.shape={tuple(x.shape)})")
     if ndim is not None and x.ndim not in np.atleast_1d(ndim):

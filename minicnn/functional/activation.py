@@ -1,11 +1,12 @@
 """Element-wise activations. Each backward multiplies dout by the local derivative."""
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 from minicnn import kernels
 from minicnn.backend import get_array_module
-from minicnn.functional._checks import as_float_array, check_dout
+from minicnn.functional._checks import as_float_array, check_dout, real_number
 from minicnn.functional._workspace import workspace
 
 
@@ -60,6 +61,8 @@ def leaky_relu_forward(x, negative_slope=0.01):
     """out = x if x > 0 else negative_slope * x."""
     xp = get_array_module(x)
     x = as_float_array(x, "x", "leaky_relu")
+    negative_slope = real_number(negative_slope, "negative_slope", "leaky_relu", -math.inf,
+                                 math.inf, low_open=True, high_open=True)
     slope = xp.where(x > 0, x.dtype.type(1), x.dtype.type(negative_slope))
     return x * slope, LeakyReluCache(slope)
 

@@ -3,11 +3,13 @@ time, so evaluation is the identity."""
 from typing import NamedTuple
 
 from minicnn.backend import get_array_module
-from minicnn.functional._checks import as_float_array, check_dout
+from minicnn.functional._checks import as_float_array, check_dout, real_number
 
 
 class DropoutCache(NamedTuple):
     mask: object            # 0 for dropped units, 1/(1-p) for kept ones; None in eval / p == 0
+    x_shape: tuple
+    dtype: object
 
 
 def dropout_forward(x, p, training=True, rng=None):
@@ -16,10 +18,9 @@ def dropout_forward(x, p, training=True, rng=None):
     In eval mode (or with p == 0) out = x. p == 1 drops everything.
     """
     x = as_float_array(x, "x", "dropout")
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    p = real_number(p, "p", "dropout", 0.0, 1.0)
     if not training or p == 0:
-        return x, DropoutCache(None)
+        return x, DropoutCache(None, tuple(x.shape), x.dtype)
     if rng is None or not hasattr(rng, "random"):
         raise ValueError("dropout: training with p > 0 needs rng, a seeded numpy.random.Generator "
                          "(e.g. rng=np.random.default_rng(0))")
@@ -27,12 +28,10 @@ def dropout_forward(x, p, training=True, rng=None):
     keep = rng.random(x.shape) >= p
     scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
     mask = xp.asarray(keep * x.dtype.type(scale), dtype=x.dtype)
-    return x * mask, DropoutCache(mask)
+    return x * mask, DropoutCache(mask, tuple(x.shape), x.dtype)
 
 
 def dropout_backward(dout, cache):
-    """dL/dx = dout * mask."""
-    if cache.mask is None:
-        return dout
-    dout = check_dout(dout, cache.mask.shape, cache.mask.dtype, "dropout_backward")
-    return dout * cache.mask
+    """dL/dx = dout * mask  (dL/dx = dout in eval mode or with p == 0)."""
+    dout = check_dout(dout, cache.x_shape, cache.dtype, "dropout_backward")
+    return dout if cache.mask is None else dout * cache.mask

@@ -13,6 +13,7 @@ class LinearCache(NamedTuple):
 
 class FlattenCache(NamedTuple):
     x_shape: Tuple[int, ...]
+    dtype: object
 
 
 def linear_forward(x, w, b):
@@ -48,9 +49,10 @@ def flatten_forward(x):
     if not hasattr(x, "ndim") or x.ndim < 1:
         raise ValueError(f"flatten: x must have a batch axis, got {getattr(x, 'shape', type(x))}")
     features = math.prod(x.shape[1:])                 # explicit, so an empty batch works too
-    return x.reshape(x.shape[0], features), FlattenCache(tuple(x.shape))
+    return x.reshape(x.shape[0], features), FlattenCache(tuple(x.shape), x.dtype)
 
 
 def flatten_backward(dout, cache):
     """dL/dx is dout reshaped back to the input shape."""
-    return dout.reshape(cache.x_shape)
+    out_shape = (cache.x_shape[0], math.prod(cache.x_shape[1:]))
+    return check_dout(dout, out_shape, cache.dtype, "flatten_backward").reshape(cache.x_shape)

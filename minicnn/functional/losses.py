@@ -3,12 +3,11 @@ over the batch, mse_loss over all elements."""
 import numpy as np
 
 from minicnn.backend import get_array_module
-from minicnn.functional._checks import as_float_array, shape_is
-
-
+from minicnn.functional._checks import as_float_array, real_number, shape_is
 def log_softmax(logits):
     """log p = z - max z - log sum exp(z - max z)   (row-wise; stable for any magnitude)."""
     xp = get_array_module(logits)
+    logits = as_float_array(logits, "logits", "log_softmax", ndim=2)
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
 
@@ -48,8 +47,7 @@ def softmax_cross_entropy(logits, y, label_smoothing=0.0):
     xp = get_array_module(logits)
     logits = as_float_array(logits, "logits", op, ndim=2)
     y = _check_labels(y, logits, op)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    label_smoothing = real_number(label_smoothing, "label_smoothing", op, 0.0, 1.0)
     n, num_classes = logits.shape
     log_probs = log_softmax(logits)
     target = xp.full(logits.shape, label_smoothing / num_classes, dtype=logits.dtype)

@@ -14,11 +14,12 @@ With the C extension, CPU arrays take the same formulas in csrc/batchnorm_tmpl.h
 channel, that channel's values visited while they are in cache (NumPy makes a pass over all of x
 per operation), sums in double.
 """
+import math
 from typing import NamedTuple, Tuple
 
 from minicnn import kernels
 from minicnn.backend import get_array_module
-from minicnn.functional._checks import as_float_array, check_dout, same_dtype, shape_is
+from minicnn.functional._checks import as_float_array, check_dout, real_number, same_dtype, shape_is
 from minicnn.functional._workspace import workspace
 
 
@@ -33,6 +34,8 @@ class BatchNormCache(NamedTuple):
 def _batchnorm_forward(op, x, gamma, beta, running_mean, running_var, training, momentum, eps, ndim):
     xp = get_array_module(x)
     x = as_float_array(x, "x", op, ndim=ndim)
+    momentum = real_number(momentum, "momentum", op, 0.0, 1.0)
+    eps = real_number(eps, "eps", op, 0.0, math.inf, low_open=True, high_open=True)
     num_features = x.shape[1]
     for name, a in (("gamma", gamma), ("beta", beta),
                     ("running_mean", running_mean), ("running_var", running_var)):

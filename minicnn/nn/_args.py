@@ -1,7 +1,7 @@
 """Constructor-argument checks shared by the layers (errors name the layer and the argument)."""
 import numpy as np
 
-from minicnn.functional._checks import pair  # noqa: F401  (re-exported for the layers)
+from minicnn.functional._checks import pair, real_number  # noqa: F401  (pair: re-exported for the layers)
 
 
 def positive_int(value, name, layer):
@@ -12,13 +12,10 @@ def positive_int(value, name, layer):
 
 def float_dtype(dtype, layer):
     dtype = np.dtype(dtype)
-    if dtype.kind != "f":
+    if dtype not in (np.float32, np.float64):
         raise ValueError(f"{layer}: dtype must be a floating dtype (float32 or float64), got {dtype}")
     return dtype
 
 
 def probability(value, name, layer):
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{layer}: {name} must be in [0, 1], got {value}")
-    return value
+    return real_number(value, name, layer, 0.0, 1.0)
