@@ -299,19 +299,14 @@ def _read_inputs(paths, meta):
             names += [path] if len(a) == 1 else [f"{path}[{i}]" for i in range(len(a))]
             arrays.append(a)
         else:
+            from minicnn.data.folder import read_image
             try:
-                from PIL import Image
+                pixels = read_image(path, grayscale=channels == 1,
+                                    size=(height, width) if height else None)
             except ImportError:
                 raise CLIError(f"reading {path} needs Pillow (pip install Pillow); "
                                ".npy arrays work without it") from None
-            try:
-                with Image.open(path) as img:
-                    img = img.convert("L" if channels == 1 else "RGB")
-                    if height and (img.height, img.width) != (height, width):
-                        img = img.resize((width, height), getattr(Image, "Resampling", Image).BILINEAR)
-                    a = np.asarray(img, dtype=np.float32) / 255.0
-            except OSError as exc:
-                raise CLIError(f"{path}: not a readable image ({exc})") from None
+            a = pixels.astype(np.float32) / 255.0
             a = a[None, None] if a.ndim == 2 else a.transpose(2, 0, 1)[None]
             names.append(path)
             arrays.append(a)

@@ -136,6 +136,17 @@ def test_load_mnist_missing_files_lists_what_and_where(tmp_path):
     assert all(stem in message for stem in STEMS[1:])
 
 
+@pytest.mark.parametrize("labels, words", [
+    (np.array([0, 10, 1], np.uint8), r"label 10 at index 1 is outside \[0, 10\)"),
+    (np.array([0.0, 1.7, 1.0], np.float32), "integer labels"),
+])
+def test_load_mnist_refuses_labels_that_are_not_classes(tmp_path, labels, words):
+    write_mnist(tmp_path)
+    D.save_idx(tmp_path / "t10k-labels-idx1-ubyte", labels)
+    with pytest.raises(ValueError, match=words):
+        D.load_mnist(tmp_path)
+
+
 def test_load_mnist_count_mismatch_raises(tmp_path):
     write_mnist(tmp_path)
     D.save_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(4, np.uint8))  # 3 images, 4 labels
@@ -318,6 +329,12 @@ def test_cifar_batch_with_wrong_shape_or_counts_raises(tmp_path):
     write_cifar_batch(path, np.zeros((2, 3072), np.uint8), [0, 1, 2])
     with pytest.raises(ValueError, match="count mismatch"):
         D.load_cifar_batch(path)
+    write_cifar_batch(path, np.zeros((2, 3072), np.uint8), [0, 99])
+    with pytest.raises(ValueError, match=r"label 99 at index 1 is outside \[0, 10\)"):
+        D.load_cifar_batch(path)
+    write_cifar_batch(path, np.zeros((2, 3072), np.uint8), [0, 2 ** 70])
+    with pytest.raises(ValueError, match="too large"):
+        D.load_cifar_batch(path)
 
 
 def test_cifar_missing_batches_raise_file_not_found(tmp_path):
@@ -374,6 +391,18 @@ def test_load_image_folder_classes_pixels_and_resize(tmp_path):
     assert small.shape == (5, 3, 2, 3) and 0.0 <= small.min() and small.max() <= 1.0
     Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "dog" / "big.png")
     with pytest.raises(ValueError, match="big.png"):
+        D.load_image_folder(tmp_path)
+
+
+def test_images_wider_than_8_bits_are_refused_not_clipped(tmp_path):
+    """Pillow's conversion to 8 bits clips: a 16-bit image of 1000s would load as all ones."""
+    Image = pytest.importorskip("PIL.Image")
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.full((4, 4), 1000, np.uint16)).save(tmp_path / "a" / "wide.png")
+    with pytest.raises(ValueError, match=r"wide.png: I;16.* not supported"):
+        D.load_image_folder(tmp_path, grayscale=True)
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "a" / "wide.png", format="TIFF")
+    with pytest.raises(ValueError, match=r"wide.png: F images"):
         D.load_image_folder(tmp_path)
 
 

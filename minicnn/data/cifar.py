@@ -21,6 +21,7 @@ import tarfile
 import numpy as np
 
 from minicnn.data.download import download_file
+from minicnn.data.mnist import check_label_range
 from minicnn.io import write_bytes_atomic
 
 try:
@@ -100,7 +101,11 @@ def load_cifar_batch(path):
     if not isinstance(labels, (list, tuple, np.ndarray)) or \
             not all(isinstance(v, (int, np.integer)) for v in labels):
         raise ValueError(f"{path}: 'labels' must be a list of ints")
-    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    try:
+        y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    except OverflowError:
+        raise ValueError(f"{path}: a label is too large for int64") from None
+    check_label_range(y, 10, path)
     if len(y) != len(data):
         raise ValueError(f"{path}: image/label count mismatch: {len(data)} images, {len(y)} labels")
     return data.reshape(-1, 3, 32, 32), y

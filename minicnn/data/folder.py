@@ -35,6 +35,29 @@ def _size_pair(size):
     return int(size[0]), int(size[1])
 
 
+# Pillow modes holding more than 8 bits per sample: converting them to "L" or "RGB" clips every
+# value above 255 (a 16-bit scan would come out all white), so they are refused instead.
+_WIDE_MODES = ("I", "F")
+
+
+def read_image(path, grayscale=False, size=None):
+    """One image file as uint8 pixels, (H, W) when ``grayscale`` else (H, W, 3), resized
+    bilinearly to ``size`` = (h, w) when given.  Raises ValueError naming the file when Pillow
+    cannot read it, or when its samples are wider than 8 bits."""
+    Image = _pillow()
+    try:
+        with Image.open(path) as img:
+            if img.mode.startswith(_WIDE_MODES):
+                raise ValueError(f"{path}: {img.mode} images (more than 8 bits per sample) are "
+                                 f"not supported; save it with 8 bits per channel")
+            img = img.convert("L" if grayscale else "RGB")
+            if size is not None and (img.height, img.width) != tuple(size):
+                img = img.resize((size[1], size[0]), getattr(Image, "Resampling", Image).BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except (OSError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: cannot read image ({e})") from None
+
+
 def load_image_folder(root, size=None, grayscale=False, extensions=IMAGE_EXTENSIONS):
     """Images under ``root/<class>/`` -> ``(x, y, class_names)``.
 
@@ -44,7 +67,7 @@ def load_image_folder(root, size=None, grayscale=False, extensions=IMAGE_EXTENSI
     Files whose extension is not in ``extensions`` are skipped; an unreadable image raises
     ``ValueError`` naming it.
     """
-    Image = _pillow()
+    _pillow()
     root = os.fspath(root)
     size = _size_pair(size)
     if not os.path.isdir(root):
@@ -53,8 +76,6 @@ def load_image_folder(root, size=None, grayscale=False, extensions=IMAGE_EXTENSI
     if not class_names:
         raise ValueError(f"{root}: no class subfolders (expected root/<class_name>/<image files>)")
     extensions = tuple(e.lower() for e in extensions)
-    mode = "L" if grayscale else "RGB"
-    bilinear = getattr(Image, "Resampling", Image).BILINEAR
     images, labels = [], []
     for label, name in enumerate(class_names):
         folder = os.path.join(root, name)
@@ -62,14 +83,7 @@ def load_image_folder(root, size=None, grayscale=False, extensions=IMAGE_EXTENSI
                        if f.lower().endswith(extensions) and os.path.isfile(os.path.join(folder, f)))
         for file_name in files:
             path = os.path.join(folder, file_name)
-            try:
-                with Image.open(path) as img:
-                    img = img.convert(mode)
-                    if size is not None:
-                        img = img.resize((size[1], size[0]), bilinear)  # PIL takes (w, h)
-                    pixels = np.asarray(img, dtype=np.uint8)
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{path}: cannot read image ({e})") from None
+            pixels = read_image(path, grayscale, size)
             if images and pixels.shape != images[0].shape:
                 raise ValueError(f"{path}: image is {pixels.shape[:2]} (h, w) but earlier images are "
                                  f"{images[0].shape[:2]}; pass size= to resize them all")

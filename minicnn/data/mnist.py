@@ -61,13 +61,25 @@ def _complete_folder(folders, stems):
     return None
 
 
-def images_labels_to_arrays(images, labels, images_path="images", labels_path="labels"):
-    """uint8 ``(N, H, W)`` images and ``(N,)`` labels -> float32 ``(N, 1, H, W)`` in [0, 1], int64."""
+def check_label_range(labels, num_classes, path):
+    """Every label in [0, num_classes), else a ValueError naming the file and the first bad one."""
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise ValueError(f"{path}: label {labels[bad[0]]} at index {bad[0]} is outside "
+                         f"[0, {num_classes}) ({bad.size} such labels)")
+
+
+def images_labels_to_arrays(images, labels, images_path="images", labels_path="labels",
+                            num_classes=10):
+    """uint8 ``(N, H, W)`` images and ``(N,)`` integer labels in [0, num_classes) -> float32
+    ``(N, 1, H, W)`` in [0, 1], int64."""
     if images.ndim != 3 or images.dtype != np.uint8:
         raise ValueError(f"{images_path}: expected uint8 images of shape (N, H, W), "
                          f"got {images.dtype} {images.shape}")
-    if labels.ndim != 1:
-        raise ValueError(f"{labels_path}: expected 1-D labels, got shape {labels.shape}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(f"{labels_path}: expected 1-D integer labels, got {labels.dtype} "
+                         f"{labels.shape}")
+    check_label_range(labels, num_classes, labels_path)
     if len(images) != len(labels):
         raise ValueError(f"image/label count mismatch: {images_path} has {len(images)} images "
                          f"but {labels_path} has {len(labels)} labels")
