@@ -13,6 +13,7 @@ traceback instead). Ctrl-C during training saves a checkpoint and exits with sta
 """
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -517,13 +518,37 @@ def _positive_int(text):
     return value
 
 
-def _non_negative_float(text):
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _finite_float(text):
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text):
+    value = _finite_float(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
 
 
@@ -568,7 +593,7 @@ def build_parser():
     data_args(p)
     p.add_argument("--model", choices=sorted(MODELS), default=None,
                    help="zoo model (default per dataset: digits_net, lenet5, cifar_convnet)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"], default=None)
     p.add_argument("--lr", type=_non_negative_float, default=None)
@@ -577,14 +602,14 @@ def build_parser():
     p.add_argument("--weight-decay", type=_non_negative_float, default=None)
     p.add_argument("--schedule", choices=["none", "step", "cosine"], default="cosine")
     p.add_argument("--warmup", type=_non_negative_float, default=0.0, help="warm-up epochs")
-    p.add_argument("--clip-norm", type=float, default=None)
+    p.add_argument("--clip-norm", type=_positive_float, default=None)
     p.add_argument("--label-smoothing", type=_non_negative_float, default=None)
     p.add_argument("--augment", action="store_true",
                    help="the dataset's standard augmentation (shifts / crops / flips)")
     p.add_argument("--val-fraction", type=_fraction, default=0.1,
                    help="fraction of the training images held out for validation (0: none)")
     p.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--out", default=None, help="run folder (default runs/<model>-<dataset>)")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue from a last.npz")
@@ -625,11 +650,11 @@ def build_parser():
     p.add_argument("--batch", type=_positive_int, default=2)
     p.add_argument("--input-size", type=_positive_int, default=None)
     p.add_argument("--mode", choices=["train", "eval"], default="train")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--max-elements", type=_positive_int, default=2000,
                    help="check tensors up to this size element by element")
     p.add_argument("--directions", type=_positive_int, default=3)
-    p.add_argument("--tol", type=float, default=1e-5)
+    p.add_argument("--tol", type=_positive_float, default=1e-5)
     p.set_defaults(func=cmd_gradcheck)
 
     # bench
@@ -653,14 +678,14 @@ def build_parser():
     p.add_argument("--time-budget", type=_non_negative_float, default=None, metavar="SECONDS")
     p.add_argument("--epochs", type=_positive_int, default=3, help="epochs per trial")
     p.add_argument("--val-fraction", type=_fraction, default=0.2)
-    p.add_argument("--lr-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
+    p.add_argument("--lr-range", type=_positive_float, nargs=2, default=None, metavar=("LOW", "HIGH"))
     p.add_argument("--batch-sizes", type=_positive_int, nargs="+", default=None)
     p.add_argument("--weight-decays", type=_non_negative_float, nargs="+", default=None)
     p.add_argument("--no-augment-search", action="store_true", help="do not search over augmentation")
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"], default="sgd")
     p.add_argument("--momentum", type=_non_negative_float, default=0.9)
     p.add_argument("--schedule", choices=["none", "step", "cosine"], default="cosine")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--out", default=None, help="default runs/tune-<model>-<dataset>")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_tune)

@@ -123,7 +123,10 @@ def _read(path, kinds):
     if not isinstance(header, dict) or header.get("format") != "minicnn":
         raise ValueError(f"{path}: not a minicnn file (header {header!r})")
     version = header.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path}: damaged header: format_version {version!r} is not a version "
+                         f"number")
+    if version > FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {version!r} (written by minicnn "
                          f"{header.get('minicnn_version')}) is newer than this minicnn {__version__} "
                          f"reads (up to {FORMAT_VERSION}); upgrade minicnn")
@@ -259,7 +262,11 @@ def save_checkpoint(path, state):
 def load_checkpoint(path):
     """The nested dict written by ``save_checkpoint`` (arrays as NumPy arrays)."""
     arrays, header = _read(path, ("checkpoint",))
-    return _unflatten(header["meta"]["state"], arrays)
+    try:
+        return _unflatten(header["meta"]["state"], arrays)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: damaged checkpoint: the header names {exc} but the file "
+                         f"does not hold it") from None
 
 
 # ---------------------------------------------------------------- PyTorch interop

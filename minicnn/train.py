@@ -499,6 +499,14 @@ class Trainer:
         }
 
     def load_state_dict(self, state):
+        """Continue from ``state`` (a checkpoint's contents); ValueError when it is not one."""
+        try:
+            self._load_state(state)
+        except (KeyError, TypeError, AttributeError) as exc:
+            what = f"it lacks {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            raise ValueError(f"resume: damaged checkpoint ({what})") from None
+
+    def _load_state(self, state):
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"resume: not a training checkpoint (format {state.get('format')!r}); "
                              "resume from the last.npz that fit() writes")
@@ -825,9 +833,14 @@ def load_trained_model(path):
             info["meta"], info["config"] = run.get("meta") or {}, run.get("config")
         return model, info
     state = mio.load_checkpoint(path)
-    if state.get("format") != CHECKPOINT_FORMAT or state.get("architecture") is None:
+    if (not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT
+            or state.get("architecture") is None):
         raise ValueError(f"{path}: neither a model file nor a training checkpoint with an architecture")
-    model = module_from_config(state["architecture"])
-    model.load_state_dict(state["model"])
-    info["meta"], info["config"] = state.get("meta") or {}, state.get("config")
+    try:
+        model = module_from_config(state["architecture"])
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: damaged checkpoint ({type(exc).__name__}: {exc})") from None
+    meta = state.get("meta")
+    info["meta"], info["config"] = meta if isinstance(meta, dict) else {}, state.get("config")
     return model, info

@@ -150,6 +150,20 @@ def test_errors_print_one_line_and_exit_2(tmp_path, capsys):
     assert code == 2 and "checkpoint not found" in err
 
 
+@pytest.mark.parametrize("argv, option", [
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--warmup", "inf"], "--warmup"),
+    (["train", "--lr", "nan"], "--lr"),
+    (["train", "--seed", "-1"], "--seed"),
+    (["train", "--clip-norm", "-1"], "--clip-norm"),
+    (["gradcheck", "--tol", "-1"], "--tol"),
+    (["gradcheck", "--tol", "nan"], "--tol"),
+])
+def test_out_of_range_option_values_are_usage_errors(capsys, argv, option):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and f"argument {option}" in err, err
+
+
 def test_debug_shows_the_traceback_instead(tmp_path):
     with pytest.raises(Exception):
         main(["train", "--debug", "--dataset", "cifar10", "--data-root", str(tmp_path)])

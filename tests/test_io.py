@@ -90,6 +90,26 @@ def test_newer_format_version_is_refused_with_the_versions_named(tmp_path):
         io.load_model(path)
 
 
+@pytest.mark.parametrize("version", [None, "1", True, 0])
+def test_a_format_version_that_is_no_version_number_is_called_damaged(tmp_path, version):
+    path = tmp_path / "odd.npz"
+    header = {"format": "minicnn", "format_version": version, "kind": "model", "meta": {}}
+    np.savez(path, __minicnn__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+    with pytest.raises(ValueError, match="damaged header: format_version"):
+        io.load_model(path)
+
+
+def test_a_checkpoint_missing_an_array_names_it(tmp_path):
+    path, damaged = tmp_path / "last.npz", tmp_path / "damaged.npz"
+    io.save_checkpoint(path, {"model": _model().state_dict(), "epoch": 3})
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(damaged, "w") as dst:
+        for item in src.infolist():
+            if item.filename != "model/0.weight.npy":
+                dst.writestr(item, src.read(item.filename))
+    with pytest.raises(ValueError, match="damaged.npz: damaged checkpoint.*'model/0.weight'"):
+        io.load_checkpoint(damaged)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "not_minicnn", "pickled"])
 def test_corrupt_or_foreign_files_raise_value_error(tmp_path, damage):
     path = tmp_path / "bad.npz"

@@ -80,6 +80,18 @@ def test_resume_after_one_epoch_equals_two_uninterrupted_epochs_bit_for_bit(tmp_
     assert straight[5].rng.bit_generator.state == resumed[5].rng.bit_generator.state
 
 
+@pytest.mark.parametrize("key", ["optimizer", "progress", "data"])
+def test_resume_from_a_checkpoint_lacking_a_part_says_which(tmp_path, key):
+    x, y = separable_set(64)
+    fit(small_net(), (x, y), epochs=1, batch_size=32, out_dir=tmp_path, progress=False)
+    state = mio.load_checkpoint(tmp_path / "last.npz")
+    del state[key]
+    mio.save_checkpoint(tmp_path / "damaged.npz", state)
+    with pytest.raises(ValueError, match=f"resume: damaged checkpoint \\(it lacks '{key}'\\)"):
+        fit(small_net(), (x, y), epochs=2, batch_size=32, progress=False,
+            resume=tmp_path / "damaged.npz")
+
+
 def test_ctrl_c_saves_mid_epoch_and_resume_continues_bit_for_bit(tmp_path):
     x, y = separable_set(150)
     kw = dict(batch_size=32, lr=0.05, schedule="cosine", warmup=0.5, seed=3, progress=False)
