@@ -251,6 +251,10 @@ def cmd_evaluate(args):
     x, y = ds[args.split]
     if args.limit is not None:
         x, y = x[:args.limit], y[:args.limit]
+    expected = meta.get("input_shape")
+    if expected and tuple(x.shape[1:]) != tuple(expected):
+        raise CLIError(f"{dataset} images are {tuple(x.shape[1:])} (C, H, W) but the model was "
+                       f"trained on {tuple(expected)}")
     classes = meta.get("classes") or ds["classes"]
     result = evaluate(model, _prepare(x, meta).astype(model.dtype, copy=False), y, args.batch_size)
     cm = confusion_matrix(y, result["predictions"], len(classes))
@@ -289,6 +293,11 @@ def _read_inputs(paths, meta):
             a = np.load(path, allow_pickle=False)
             if a.dtype == np.uint8:
                 a = a.astype(np.float32) / 255.0
+            elif a.dtype.kind != "f":       # int64 pixels: 0..255, or already 0..1? say so
+                raise CLIError(f"{path}: a {a.dtype} array; give uint8 pixels (0-255) or floats "
+                               f"in [0, 1]")
+            if a.size == 0:
+                raise CLIError(f"{path}: the array is empty (shape {a.shape})")
             a = np.asarray(a, dtype=np.float32)
             if a.ndim == 2:
                 a = a[None, None]

@@ -35,6 +35,12 @@ def _non_negative(value, name, owner):
     return real_number(value, name, owner, 0.0, math.inf, high_open=True)
 
 
+def _positive_int(value, name, owner):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def _positive(value, name, owner):
     return real_number(value, name, owner, 0.0, math.inf, low_open=True, high_open=True)
 
@@ -310,6 +316,9 @@ class LRScheduler:
     _hyper = ()
 
     def __init__(self, optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__}: optimizer must be a minicnn.optim.Optimizer, "
+                            f"got {type(optimizer).__name__}")
         self.optimizer = optimizer
         if getattr(optimizer, "initial_lr", None) is None:
             optimizer.initial_lr = optimizer.lr
@@ -319,6 +328,9 @@ class LRScheduler:
 
     def lr_at(self, t):
         raise NotImplementedError
+
+    def _set_hyper(self, **hyper):
+        """Check and set the hyperparameters named in ``_hyper`` (constructor, load_state_dict)."""
 
     def _apply(self):
         self.optimizer.lr = self.lr_at(self.last_epoch)
@@ -340,9 +352,7 @@ class LRScheduler:
                              f"{state_dict.get('type')!r}")
         self.last_epoch = int(state_dict["last_epoch"])
         self.base_lr = float(state_dict["base_lr"])
-        for k in self._hyper:
-            if k in state_dict:
-                setattr(self, k, state_dict[k])
+        self._set_hyper(**{k: state_dict.get(k, getattr(self, k)) for k in self._hyper})
         self._apply()
 
     def __repr__(self):
@@ -355,11 +365,12 @@ class StepLR(LRScheduler):
     _hyper = ("step_size", "gamma")
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        if not isinstance(step_size, (int, np.integer)) or step_size < 1:
-            raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
-        self.step_size = int(step_size)
-        self.gamma = float(gamma)
+        self._set_hyper(step_size, gamma)
         super().__init__(optimizer)
+
+    def _set_hyper(self, step_size, gamma):
+        self.step_size = _positive_int(step_size, "step_size", "StepLR")
+        self.gamma = _non_negative(gamma, "gamma", "StepLR")
 
     def lr_at(self, t):
         return self.base_lr * self.gamma ** (t // self.step_size)
@@ -370,11 +381,12 @@ class CosineAnnealingLR(LRScheduler):
     _hyper = ("T_max", "eta_min")
 
     def __init__(self, optimizer, T_max, eta_min=0.0):
-        if not isinstance(T_max, (int, np.integer)) or T_max < 1:
-            raise ValueError(f"CosineAnnealingLR: T_max must be a positive int, got {T_max!r}")
-        self.T_max = int(T_max)
-        self.eta_min = float(eta_min)
+        self._set_hyper(T_max, eta_min)
         super().__init__(optimizer)
+
+    def _set_hyper(self, T_max, eta_min):
+        self.T_max = _positive_int(T_max, "T_max", "CosineAnnealingLR")
+        self.eta_min = _non_negative(eta_min, "eta_min", "CosineAnnealingLR")
 
     def lr_at(self, t):
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
@@ -393,16 +405,19 @@ class LinearWarmup(LRScheduler):
     _hyper = ("warmup_steps", "start_factor")
 
     def __init__(self, optimizer, warmup_steps, after=None, start_factor=None):
-        if not isinstance(warmup_steps, (int, np.integer)) or warmup_steps < 1:
-            raise ValueError(f"LinearWarmup: warmup_steps must be a positive int, got {warmup_steps!r}")
-        self.warmup_steps = int(warmup_steps)
-        self.start_factor = 1.0 / self.warmup_steps if start_factor is None else float(start_factor)
-        if not 0.0 <= self.start_factor <= 1.0:
-            raise ValueError(f"LinearWarmup: start_factor must be in [0, 1], got {start_factor!r}")
+        self._set_hyper(warmup_steps, start_factor)
+        if after is not None and not isinstance(after, LRScheduler):
+            raise TypeError(f"LinearWarmup: after must be a schedule, got {type(after).__name__}")
         if after is not None and after.optimizer is not optimizer:
             raise ValueError("LinearWarmup: the 'after' schedule must drive the same optimizer")
         self.after = after
         super().__init__(optimizer)
+
+    def _set_hyper(self, warmup_steps, start_factor):
+        self.warmup_steps = _positive_int(warmup_steps, "warmup_steps", "LinearWarmup")
+        self.start_factor = (1.0 / self.warmup_steps if start_factor is None else
+                             _in_unit_interval(start_factor, "start_factor", "LinearWarmup",
+                                               closed=True))
 
     def lr_at(self, t):
         w, s = self.warmup_steps, self.start_factor

@@ -11,6 +11,9 @@ import pytest
 
 from minicnn.cli import main
 
+SHARED_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                            "data", "mnist")
+
 
 def run(capsys, *argv):
     code = main(list(argv))
@@ -67,6 +70,23 @@ def test_evaluate_prints_accuracy_confusion_matrix_and_report(trained_run, capsy
     assert "accuracy:" in out and "confusion matrix" in out
     assert "precision" in out and "macro avg" in out
     assert "on digits test (359 images)" in out
+
+
+@pytest.mark.parametrize("array, words", [
+    (np.full((8, 8), 255, np.int64), "int64 array"),
+    (np.zeros((0, 1, 8, 8), np.float32), "empty"),
+])
+def test_predict_refuses_arrays_it_would_misread(trained_run, tmp_path, capsys, array, words):
+    np.save(tmp_path / "odd.npy", array)
+    code, _, err = run(capsys, "predict", str(trained_run / "best.npz"), str(tmp_path / "odd.npy"))
+    assert code == 2 and words in err, err
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_MNIST), reason="shared/data/mnist not beside the repository")
+def test_evaluate_on_images_of_another_shape_names_both(trained_run, capsys):
+    code, _, err = run(capsys, "evaluate", str(trained_run), "--dataset", "mnist",
+                       "--data-root", SHARED_MNIST, "--split", "test", "--limit", "5")
+    assert code == 2 and "(1, 28, 28)" in err and "(1, 8, 8)" in err, err
 
 
 def test_a_model_file_moved_alone_keeps_its_preprocessing(trained_run, tmp_path, capsys):

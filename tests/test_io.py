@@ -160,6 +160,10 @@ def test_write_text_atomic_replaces_whole_files_only(tmp_path):
         io.write_atomic(path, broken)
     assert path.read_text(encoding="utf-8") == '{"a": "\u00e9"}'
     assert _listdir(tmp_path) == ["results.json"]
+    missing = tmp_path / "no such folder" / "results.json"
+    with pytest.raises(FileNotFoundError) as err:        # names the target, not the temp file
+        io.write_text_atomic(missing, "{}")
+    assert err.value.filename == str(missing) and ".tmp" not in str(err.value)
 
 
 def test_save_arrays_round_trip_and_rejects_object_arrays(tmp_path):

@@ -338,3 +338,22 @@ def test_clip_grad_norm_of_a_model_leaves_frozen_gradients_alone():
     assert (model.grads()["2.weight"] == 10.0).all()
     trainable = [model.grads()[k] for k in ("0.weight", "0.bias")]
     assert math.sqrt(sum((g ** 2).sum() for g in trainable)) == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("make, error, words", [
+    (lambda opt: optim.StepLR(None, 1), TypeError, "optimizer must be"),
+    (lambda opt: optim.LinearWarmup(opt, 2, after=5), TypeError, "after must be a schedule"),
+    (lambda opt: optim.StepLR(opt, 0), ValueError, "step_size"),
+    (lambda opt: optim.CosineAnnealingLR(opt, 5, eta_min=-1), ValueError, "eta_min"),
+    (lambda opt: optim.LinearWarmup(opt, 2, start_factor=2), ValueError, "start_factor"),
+])
+def test_schedules_validate_their_arguments(make, error, words):
+    with pytest.raises(error, match=words):
+        make(optim.SGD(_model(), lr=0.1))
+
+
+def test_schedule_load_state_dict_checks_what_the_constructor_checks():
+    state = optim.StepLR(optim.SGD(_model(), lr=0.1), 3).state_dict()
+    state["step_size"] = 0                     # would divide by zero at the next step
+    with pytest.raises(ValueError, match="step_size"):
+        optim.StepLR(optim.SGD(_model(), lr=0.1), 3).load_state_dict(state)
