@@ -424,6 +424,21 @@ def test_load_state_dict_writes_nothing_when_a_late_array_is_bad(name, bad, word
         np.testing.assert_array_equal(v, before[k], err_msg=f"{k} was written")
 
 
+@pytest.mark.parametrize("call, error, words", [
+    (lambda m: m.summary((-1,)), ValueError, "input_shape must be positive ints"),
+    (lambda m: m.summary(None), ValueError, "input_shape"),
+    (lambda m: m.freeze(0), TypeError, "names are strings"),
+    (lambda m: nn.module_from_config({"type": "Sequential", "args": {}}), ValueError,
+     "'args' lacks 'layers'"),
+    (lambda m: nn.module_from_config({"type": "Sequential", "args": None}), ValueError,
+     "'args' must be a dict"),
+    (lambda m: nn.Residual(None), TypeError, "body must be a Module"),
+])
+def test_module_helpers_name_bad_arguments(call, error, words):
+    with pytest.raises(error, match=words):
+        call(nn.Sequential(nn.Linear(3, 2, rng=0)))
+
+
 def test_layers_validate_constructor_arguments():
     with pytest.raises(ValueError, match="in_channels"):
         nn.Conv2D(0, 3, 3)

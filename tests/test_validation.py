@@ -331,3 +331,13 @@ def test_dropout_and_flatten_backward_check_dout_in_every_mode(training):
     raises_naming(lambda: F.flatten_backward(arr(12, 2), cache), "flatten_backward",
                   re.escape("(2, 12)"))
     raises_naming(lambda: F.flatten_backward(arr(2, 12, dtype=np.float32), cache), "float32")
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: F.conv2d_forward(arr(1, 1, 4, 4), arr(0, 1, 3, 3), None), "at least one filter"),
+    (lambda: F.conv2d_forward(arr(1, 1, 4, 4), arr(1, 1, 0, 3), None), "at least one filter"),
+    (lambda: F.batchnorm2d_forward(arr(2, 0, 4, 4), *[arr(0) for _ in range(4)]), "no channels"),
+    (lambda: F.global_avgpool2d_forward(arr(1, 1, 0, 4)), "no pixels"),
+])
+def test_empty_filters_channels_and_planes_are_named(call, words):
+    raises_naming(call, words)

@@ -42,6 +42,9 @@ def _check_conv_args(x, w, b, stride, padding):
     w = as_float_array(w, "w", op, ndim=4)
     stride = pair(stride, "stride", op, minimum=1)
     padding = pair(padding, "padding", op, minimum=0)
+    if min(w.shape[0], w.shape[2], w.shape[3]) < 1:
+        raise ValueError(f"{op}: w must hold at least one filter of at least 1x1, got "
+                         f"w.shape={tuple(w.shape)}")
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"{op}: x has {x.shape[1]} channels but w expects {w.shape[1]} "
                          f"(x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)})")

@@ -37,6 +37,8 @@ def _batchnorm_forward(op, x, gamma, beta, running_mean, running_var, training, 
     momentum = real_number(momentum, "momentum", op, 0.0, 1.0)
     eps = real_number(eps, "eps", op, 0.0, math.inf, low_open=True, high_open=True)
     num_features = x.shape[1]
+    if num_features == 0:
+        raise ValueError(f"{op}: x has no channels (x.shape={tuple(x.shape)})")
     for name, a in (("gamma", gamma), ("beta", beta),
                     ("running_mean", running_mean), ("running_var", running_var)):
         if a is None or not hasattr(a, "shape"):

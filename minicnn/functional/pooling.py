@@ -83,6 +83,8 @@ def avgpool2d_backward(dout, cache):
 def global_avgpool2d_forward(x):
     """out[n, c] = (1 / (H*W)) * sum_{h,w} x[n, c, h, w].   x (N, C, H, W) -> (N, C)."""
     x = as_float_array(x, "x", "global_avgpool2d", ndim=4)
+    if x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"global_avgpool2d: x has no pixels to average (x.shape={tuple(x.shape)})")
     return x.mean(axis=(2, 3)), GlobalAvgPool2dCache(tuple(x.shape), x.dtype)
 
 

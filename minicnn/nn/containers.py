@@ -94,9 +94,11 @@ class Residual(Module):
 
     def __init__(self, body, shortcut=None):
         super().__init__()
-        for name, m in (("body", body), ("shortcut", shortcut)):
-            if m is not None and not isinstance(m, Module):
-                raise TypeError(f"Residual: {name} must be a Module, got {type(m).__name__}")
+        if not isinstance(body, Module):
+            raise TypeError(f"Residual: body must be a Module, got {type(body).__name__}")
+        if shortcut is not None and not isinstance(shortcut, Module):
+            raise TypeError(f"Residual: shortcut must be a Module or None, got "
+                            f"{type(shortcut).__name__}")
         self.body = body
         if shortcut is None:
             object.__setattr__(self, "shortcut", None)

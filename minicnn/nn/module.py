@@ -30,7 +30,13 @@ def module_from_config(config):
     cls = _REGISTRY.get(name)
     if cls is None:
         raise ValueError(f"unknown module type {name!r} in config; known types: {sorted(_REGISTRY)}")
-    return cls.from_config(dict(config.get("args", {})))
+    args = config.get("args", {})
+    if not isinstance(args, dict):
+        raise ValueError(f"module config of {name}: 'args' must be a dict, got {args!r}")
+    try:
+        return cls.from_config(dict(args))
+    except KeyError as exc:
+        raise ValueError(f"module config of {name}: 'args' lacks {exc}") from None
 
 
 def _dtype_of(value):
@@ -284,6 +290,9 @@ class Module:
             return list(params)
         chosen = []
         for pattern in names:
+            if not isinstance(pattern, str):
+                raise TypeError(f"freeze/unfreeze: names are strings such as '0.weight' or '0', "
+                                f"got {pattern!r}")
             hits = [k for k in params if k == pattern or k.startswith(pattern + ".")]
             if not hits:
                 raise ValueError(f"freeze/unfreeze: {pattern!r} names no parameter or module; "
@@ -376,7 +385,12 @@ class Module:
         top-level layers. Frozen parameters count as non-trainable; buffers (batchnorm running
         statistics) are not parameters and are counted on a line of their own.
         """
-        input_shape = tuple(int(s) for s in np.atleast_1d(input_shape))
+        shape = (input_shape,) if isinstance(input_shape, (int, np.integer)) else input_shape
+        if not (isinstance(shape, (tuple, list)) and shape and all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape)):
+            raise ValueError(f"summary: input_shape must be positive ints without the batch axis, "
+                             f"e.g. (1, 28, 28); got {input_shape!r}")
+        input_shape = tuple(int(s) for s in shape)
         params = list(self.parameters().values())
         xp = get_array_module(*params) if params else np
         x = xp.zeros((1,) + input_shape, dtype=self.dtype)
