@@ -110,16 +110,27 @@ def _apply_config_file(args):
     """``--config best_config.json`` (from ``minicnn tune``) fills options not given explicitly."""
     if not args.config:
         return
-    with open(args.config, encoding="utf-8") as f:
-        saved = json.load(f)
+    try:
+        with open(args.config, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--config {args.config}: cannot read it ({exc})") from None
+    if not isinstance(saved, dict) or not all(
+            isinstance(saved.get(k, {}), dict) for k in ("fit_kwargs", "config")):
+        raise CLIError(f"--config {args.config}: not a best_config.json written by minicnn tune")
     values = {**saved.get("fit_kwargs", {}), **saved.get("config", {})}
     if saved.get("model") and args.model is None:
         args.model = saved["model"]
-    mapping = {"lr": "lr", "weight_decay": "weight_decay", "batch_size": "batch_size",
-               "momentum": "momentum", "optimizer": "optimizer", "label_smoothing": "label_smoothing"}
-    for key, dest in mapping.items():
-        if key in values and getattr(args, dest) is None:
-            setattr(args, dest, values[key])
+    # each value passes the check its command-line option has
+    checks = {"lr": _non_negative_float, "weight_decay": _non_negative_float,
+              "batch_size": _positive_int, "momentum": _non_negative_float,
+              "optimizer": _optimizer_name, "label_smoothing": _non_negative_float}
+    for key, check in checks.items():
+        if key in values and getattr(args, key) is None:
+            try:
+                setattr(args, key, check(str(values[key])))
+            except argparse.ArgumentTypeError as exc:
+                raise CLIError(f"--config {args.config}: {key}: {exc}") from None
     if values.get("augment") == "default" and not args.augment:
         args.augment = True
 
@@ -561,6 +572,15 @@ def _positive_float(text):
     return value
 
 
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+
+
+def _optimizer_name(text):
+    if text not in OPTIMIZERS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(OPTIMIZERS)}, got {text!r}")
+    return text
+
+
 def _fraction(text):
     value = _non_negative_float(text)
     if value >= 1:
@@ -604,7 +624,7 @@ def build_parser():
                    help="zoo model (default per dataset: digits_net, lenet5, cifar_convnet)")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None)
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"], default=None)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
     p.add_argument("--lr", type=_non_negative_float, default=None)
     p.add_argument("--momentum", type=_non_negative_float, default=None, help="default 0.9")
     p.add_argument("--nesterov", action="store_true")
@@ -691,7 +711,7 @@ def build_parser():
     p.add_argument("--batch-sizes", type=_positive_int, nargs="+", default=None)
     p.add_argument("--weight-decays", type=_non_negative_float, nargs="+", default=None)
     p.add_argument("--no-augment-search", action="store_true", help="do not search over augmentation")
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"], default="sgd")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     p.add_argument("--momentum", type=_non_negative_float, default=0.9)
     p.add_argument("--schedule", choices=["none", "step", "cosine"], default="cosine")
     p.add_argument("--seed", type=_non_negative_int, default=0)

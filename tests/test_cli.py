@@ -184,6 +184,18 @@ def test_out_of_range_option_values_are_usage_errors(capsys, argv, option):
     assert code == 2 and f"argument {option}" in err, err
 
 
+@pytest.mark.parametrize("text, words", [
+    ("{not json", "cannot read it"),
+    ("[1, 2]", "not a best_config.json"),
+    ('{"config": {"lr": "abc"}}', "lr: expected a number"),
+    ('{"config": {"optimizer": "adagrad"}}', "optimizer: expected one of"),
+])
+def test_a_bad_config_file_is_one_clear_error(tmp_path, capsys, text, words):
+    (tmp_path / "best_config.json").write_text(text)
+    code, _, err = run(capsys, "train", "--config", str(tmp_path / "best_config.json"))
+    assert code == 2 and words in err and "best_config.json" in err, err
+
+
 def test_debug_shows_the_traceback_instead(tmp_path):
     with pytest.raises(Exception):
         main(["train", "--debug", "--dataset", "cifar10", "--data-root", str(tmp_path)])
