@@ -132,15 +132,19 @@ static void MC_FN(im2col_plane)(const REAL *restrict x, REAL *restrict cols, int
     }
 }
 
+/* Static schedule: each thread writes one contiguous part of cols.  Into fresh memory (which
+ * the OS zeroes, 2 MiB huge page by huge page, on the first write) dynamic chunks of 4.5 MiB
+ * made case D's im2col on 2 threads take 6.6-10.1 ms against 6.1-6.5 with this schedule,
+ * probably through the pages two threads' chunks share; into reused memory the two schedules
+ * ran alike (benchmarks/NOTES.md, round 6). */
 void MC_FN(mc_im2col)(const REAL *x, REAL *cols, int64_t image_stride, int64_t row_stride,
                       const mc_geom *g, int num_threads)
 {
     const int64_t planes = g->n * g->c, plane_in = g->h * g->w;
     const int64_t kk = g->kh * g->kw, plane_cols = kk * g->oh * g->ow;
     const int nt = mc_threads(num_threads, planes, planes * plane_cols);
-    const int64_t chunk = mc_chunk(planes, nt);
     int64_t p;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, chunk) if (nt > 1)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (p = 0; p < planes; p++)
         MC_FN(im2col_plane)(x + p * plane_in,
                             cols + (p / g->c) * image_stride + (p % g->c) * kk * row_stride,
