@@ -57,17 +57,31 @@ def test_resume_continues_a_finished_run_for_more_epochs(trained_run, tmp_path, 
     import shutil
     run_dir = tmp_path / "copy"
     shutil.copytree(trained_run, run_dir)
+    before = json.loads((run_dir / "history.json").read_text())["rows"]
     code, out, err = run(capsys, "train", "--epochs", "4", "--out", str(run_dir), "--quiet",
                          "--resume", str(run_dir / "last.npz"))
     assert code == 0, err
     rows = json.loads((run_dir / "history.json").read_text())["rows"]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[:3] == before                    # the finished epochs are kept, not rerun
+    # epoch 4 started from epoch 3's weights: its training loss continues the trend
+    assert rows[3]["train_loss"] < before[0]["train_loss"]
 
 
 def test_evaluate_prints_accuracy_confusion_matrix_and_report(trained_run, capsys):
+    from minicnn.cli import load_dataset
+    from minicnn.data import Normalize
+    from minicnn.train import evaluate, load_trained_model
     code, out, err = run(capsys, "evaluate", str(trained_run))
     assert code == 0, err
     assert "accuracy:" in out and "confusion matrix" in out
+    # the printed accuracy is the model's on the test images, normalised as in training
+    model, info = load_trained_model(trained_run)
+    x, y = load_dataset("digits", splits=("test",))["test"]
+    norm = info["meta"]["normalize"]
+    x = Normalize(norm["mean"], norm["std"])(x).astype(np.float32)
+    accuracy = evaluate(model, x, y, batch_size=256)["accuracy"]
+    assert f"accuracy: {100 * accuracy:.2f}%" in out
     assert "precision" in out and "macro avg" in out
     assert "on digits test (359 images)" in out
 
@@ -197,7 +211,7 @@ def test_a_bad_config_file_is_one_clear_error(tmp_path, capsys, text, words):
 
 
 def test_debug_shows_the_traceback_instead(tmp_path):
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotFoundError, match="CIFAR-10: batches"):   # raised, not printed
         main(["train", "--debug", "--dataset", "cifar10", "--data-root", str(tmp_path)])
 
 

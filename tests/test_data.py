@@ -387,8 +387,13 @@ def test_load_image_folder_classes_pixels_and_resize(tmp_path):
     np.testing.assert_array_equal(x[4] * 255, written[("dog", 1)].transpose(2, 0, 1).astype(np.float32))
     gray, _, _ = D.load_image_folder(tmp_path, grayscale=True)
     assert gray.shape == (5, 1, 4, 5)
+    dog1 = Image.fromarray(written[("dog", 1)])
+    # Pillow's own luminance (ITU-R 601-2) and bilinear resize, scaled to [0, 1]
+    np.testing.assert_array_equal(gray[4, 0] * 255, np.asarray(dog1.convert("L"), np.float32))
     small, _, _ = D.load_image_folder(tmp_path, size=(2, 3))
-    assert small.shape == (5, 3, 2, 3) and 0.0 <= small.min() and small.max() <= 1.0
+    assert small.shape == (5, 3, 2, 3)
+    resized = np.asarray(dog1.resize((3, 2), getattr(Image, "Resampling", Image).BILINEAR))
+    np.testing.assert_array_equal(small[4] * 255, resized.transpose(2, 0, 1).astype(np.float32))
     Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "dog" / "big.png")
     with pytest.raises(ValueError, match="big.png"):
         D.load_image_folder(tmp_path)

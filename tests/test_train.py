@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import signal
+import tempfile
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from minicnn import io as mio
 from minicnn import models, nn
 from minicnn.backend import gpu_available
 from minicnn.data import RandomTranslate
+from minicnn.functional import softmax
 from minicnn.train import NonFiniteLossError, evaluate, fit, load_trained_model, predict_proba
 
 from datasets import separable_set
@@ -53,7 +55,10 @@ def test_training_on_a_separable_set_lowers_the_loss_and_fits_it():
     assert result["accuracy"] >= 0.95 and result["predictions"].shape == (240,)
     assert model.training                       # evaluate restores the mode
     probs = predict_proba(model, x[:5])
-    assert probs.shape == (5, 2) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    model.eval()
+    expected = softmax(model.forward(x[:5]))
+    model.train()
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_fit_restores_needs_input_grad_of_the_first_layer():
@@ -72,7 +77,8 @@ def test_resume_after_one_epoch_equals_two_uninterrupted_epochs_bit_for_bit(tmp_
 
     first = small_net()
     fit(first, (x, y), (x[:40], y[:40]), epochs=1, out_dir=tmp_path / "b", **kw)
-    resumed = small_net()                        # a fresh process would build the model anew
+    resumed = small_net(seed=99)                 # other weights: only the checkpoint can fix them
+    assert not same_state(straight, resumed)
     h_resumed = fit(resumed, (x, y), (x[:40], y[:40]), epochs=2, out_dir=tmp_path / "b",
                     resume=tmp_path / "b" / "last.npz", **kw)
     assert same_state(straight, resumed)         # parameters and batchnorm buffers
@@ -115,7 +121,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_continues_bit_for_bit(tmp_path):
     state = mio.load_checkpoint(tmp_path / "last.npz")
     assert (state["progress"]["epoch"], state["progress"]["step"]) == (1, 3)
 
-    resumed = small_net()
+    resumed = small_net(seed=99)                 # other weights: only the checkpoint can fix them
     h_resumed = fit(resumed, (x, y), (x[:40], y[:40]), epochs=3, augment=RandomTranslate(1),
                     out_dir=tmp_path, resume=tmp_path / "last.npz", **kw)
     assert same_state(straight, resumed)
@@ -180,6 +186,20 @@ def test_history_csv_and_json_and_the_best_model_are_written(tmp_path):
     assert best.config() == model.config()
     last, _ = load_trained_model(tmp_path / "last.npz")
     assert same_state(last, model)
+
+
+def test_best_npz_holds_the_weights_of_the_best_epoch_not_the_last():
+    x, y = separable_set(64)
+    # "best" = the largest validation loss: an early epoch, so best and last differ
+    spec = {"patience": 100, "monitor": "val_loss", "mode": "max"}
+    with tempfile.TemporaryDirectory() as out:
+        history = fit(small_net(), (x, y), (x[:32], y[:32]), epochs=3, batch_size=32, out_dir=out,
+                      early_stopping=spec, progress=False)
+        best_epoch = history.best["epoch"]
+        assert best_epoch != 3, history.rows
+        best, _ = load_trained_model(out)
+    val_loss = evaluate(best, x[:32], y[:32], batch_size=32)["loss"]
+    assert val_loss == pytest.approx(history.rows[best_epoch - 1]["val_loss"], rel=1e-6)
 
 
 def test_bad_arguments_are_rejected_with_clear_messages():
