@@ -2,8 +2,9 @@
 
 Every layer op is a pair ``<op>_forward(x, ...) -> (out, cache)`` and
 ``<op>_backward(dout, cache)`` returning the gradients; each backward's docstring states its
-formula and the code follows its terms.  The losses (from ``minicnn.losses``) return
-``(loss, dloss/dinput)`` in one call; ``softmax`` and ``log_softmax`` are plain functions. Inputs are validated here, once; the kernels below assume valid, contiguous input.
+formula and the code follows its terms.  The losses (losses.py) return ``(loss, dloss/dinput)``
+in one call; ``softmax`` and ``log_softmax`` are plain functions.  Inputs are validated here,
+once; the kernels below assume valid, contiguous input.
 Ops find their array library with ``get_array_module``, so NumPy and CuPy arrays both work.
 """
 from minicnn.functional.activation import (leaky_relu_backward, leaky_relu_forward, relu_backward,
