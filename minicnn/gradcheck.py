@@ -17,6 +17,8 @@ inputs whose values are all distinct and far (relative to h) from 0 and from eac
     rel_error(a, b)                             -> max|a - b| / max(|a| + |b|)
     check_module(module, x, ...)                -> {'x': err, 'weight': err, ...}
 """
+import math
+import numbers
 import types
 
 import numpy as np
@@ -36,11 +38,16 @@ def numerical_gradient(f, x, df=None, h=1e-5):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"numerical_gradient: x must be a numpy array (perturbed in place), "
                         f"got {type(x).__name__}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"numerical_gradient: x must be a float array (float64 for a gradient "
-                        f"check): an x + h step is lost in dtype {x.dtype} (x.shape={x.shape})")
+    if x.dtype != np.float64:
+        raise TypeError(f"numerical_gradient: x must be float64: in {x.dtype} a step of h={h} "
+                        f"is lost or rounded away (x.shape={x.shape})")
+    if not callable(f):
+        raise TypeError(f"numerical_gradient: f must be callable, got {type(f).__name__}")
+    if isinstance(h, bool) or not isinstance(h, numbers.Real) or not 0 < h < math.inf:
+        raise ValueError(f"numerical_gradient: h must be a positive finite step, got {h!r}")
     grad = np.zeros(x.shape, dtype=np.float64)
     upstream = None if df is None else np.asarray(df, dtype=np.float64)
+    out_shape = None
     for index in np.ndindex(*x.shape):
         original = x[index]
         try:
@@ -50,8 +57,16 @@ def numerical_gradient(f, x, df=None, h=1e-5):
             f_minus = np.array(f(x), dtype=np.float64)
         finally:
             x[index] = original
-        if upstream is None:
-            upstream = np.ones_like(f_plus)
+        if out_shape is None:                   # first element: f's output fixes the shapes
+            out_shape = f_plus.shape
+            if upstream is None:
+                upstream = np.ones(out_shape)
+            elif upstream.shape != out_shape:
+                raise ValueError(f"numerical_gradient: df has shape {upstream.shape} but f(x) "
+                                 f"has shape {out_shape}")
+        if f_plus.shape != out_shape or f_minus.shape != out_shape:
+            raise ValueError(f"numerical_gradient: f(x) changed shape from {out_shape} to "
+                             f"{f_plus.shape} or {f_minus.shape} at x{list(index)}")
         grad[index] = np.sum((f_plus - f_minus) * upstream) / (2 * h)
     return grad
 
@@ -154,6 +169,13 @@ def check_module(module, x, h=1e-5, seed=0, max_elements=2000, directions=3, ver
     shows max |grad|: a gradient that is exactly zero in theory (a conv bias before a
     training-mode batchnorm) is roundoff on both sides, and its relative error means nothing.
     """
+    for name, value in (("max_elements", max_elements), ("directions", directions)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"check_module: {name} must be a positive int (with 0 nothing would "
+                             f"be checked), got {value!r}")
+    if not (hasattr(module, "parameters") and hasattr(module, "backward")):
+        raise TypeError(f"check_module: module must follow the minicnn.nn API (forward, backward, "
+                        f"parameters, grads), got {type(module).__name__}")
     x = np.array(x, dtype=np.float64)                            # our own copy, perturbed freely
     params = module.parameters()
     for name, p in params.items():

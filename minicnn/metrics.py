@@ -23,9 +23,14 @@ def _labels(y, name, op):
 
 
 def _predictions(pred_or_logits, op):
-    """Scores ``(N, C)`` -> argmax labels; 1-D input is taken as labels already."""
+    """Scores ``(N, C)`` with C >= 2 -> argmax labels; 1-D input is taken as labels already."""
     a = to_numpy(pred_or_logits)
     if a.ndim == 2:
+        if a.shape[1] < 2:             # (N, 1): a column of labels, or scores of one class?
+            raise ValueError(f"{op}: predictions of shape {a.shape} are ambiguous: pass labels "
+                             f"as (N,) or scores as (N, C) with C >= 2")
+        if a.dtype.kind == "f" and np.isnan(a).any():
+            raise ValueError(f"{op}: the scores hold NaN (shape {a.shape})")
         return a.argmax(axis=1)
     return _labels(a, "predictions", op)
 
@@ -58,8 +63,12 @@ def top_k_accuracy(logits, y, k=5):
     y = _labels(y, "y", "top_k_accuracy")
     if logits.ndim != 2:
         raise ValueError(f"top_k_accuracy: logits must be (N, C), got shape {logits.shape}")
+    if logits.dtype.kind == "f" and np.isnan(logits).any():
+        raise ValueError(f"top_k_accuracy: the logits hold NaN (shape {logits.shape})")
     _same_length(logits, y, ("logits", "y"), "top_k_accuracy")
     num_classes = logits.shape[1]
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+        raise TypeError(f"top_k_accuracy: k must be an int, got {k!r}")
     if not 1 <= k <= num_classes:
         raise ValueError(f"top_k_accuracy: k must be in [1, {num_classes}], got {k}")
     if y.max() >= num_classes:
@@ -102,6 +111,9 @@ def precision_recall_f1(cm):
     cm = to_numpy(cm)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"precision_recall_f1: cm must be square (C, C), got shape {cm.shape}")
+    if cm.size and (cm.dtype.kind not in "iuf" or not np.all(np.isfinite(cm)) or cm.min() < 0):
+        raise ValueError(f"precision_recall_f1: cm must hold counts >= 0, got dtype {cm.dtype}"
+                         f"{f' and minimum {cm.min()}' if cm.dtype.kind in 'iuf' else ''}")
     cm = cm.astype(np.float64)
     true_pos = np.diag(cm)
     support = cm.sum(axis=1)

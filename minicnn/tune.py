@@ -42,19 +42,41 @@ DEFAULT_SPACE = {
 GRID_POINTS = 4          # points a continuous range contributes to a grid
 
 
+# fit arguments that every trial sets itself: searching them would be silently overridden
+FIXED_BY_TUNE = ("epochs", "seed", "progress", "out_dir", "monitor")
+
+
 def _check_space(space):
+    """The space with its list values as plain Python scalars (so that the results can be written
+    as JSON); ValueError naming the key for anything a search could not use."""
     if not isinstance(space, dict) or not space:
         raise ValueError(f"tune: space must be a non-empty dict, got {space!r}")
+    checked = {}
     for key, spec in space.items():
+        if key in FIXED_BY_TUNE:
+            raise ValueError(f"tune: {key!r} cannot be searched: every trial sets it (pass it "
+                             f"to tune as an argument)")
         if isinstance(spec, tuple):
-            if len(spec) != 3 or spec[0] not in ("log", "uniform"):
-                raise ValueError(f"tune: space[{key!r}] must be ('log'|'uniform', low, high) or a list, "
-                                 f"got {spec!r}")
-            low, high = float(spec[1]), float(spec[2])
-            if not low <= high or (spec[0] == "log" and low <= 0):
+            if len(spec) != 3 or spec[0] not in ("log", "uniform") or key in ("augment", "batch_size"):
+                raise ValueError(f"tune: space[{key!r}] must be ('log'|'uniform', low, high) or a "
+                                 f"list ({key!r} takes only a list of choices), got {spec!r}")
+            low, high = spec[1], spec[2]
+            numbers_ok = all(isinstance(v, (int, float, np.integer, np.floating))
+                             and not isinstance(v, bool) and math.isfinite(v) for v in (low, high))
+            if not numbers_ok or not low <= high or (spec[0] == "log" and low <= 0):
                 raise ValueError(f"tune: space[{key!r}] has an invalid range {spec!r}")
-        elif not isinstance(spec, list) or not spec:
+            checked[key] = (spec[0], float(low), float(high))
+        elif isinstance(spec, list) and spec:
+            values = [v.item() if isinstance(v, np.generic) else v for v in spec]
+            if not all(isinstance(v, (str, int, float, bool, type(None))) for v in values):
+                raise ValueError(f"tune: space[{key!r}] must list numbers or strings, got {spec!r}")
+            if key == "batch_size" and not all(isinstance(v, int) and not isinstance(v, bool)
+                                               and v >= 1 for v in values):
+                raise ValueError(f"tune: space['batch_size'] must list positive ints, got {spec!r}")
+            checked[key] = values
+        else:
             raise ValueError(f"tune: space[{key!r}] must be a non-empty list or a range tuple, got {spec!r}")
+    return checked
 
 
 def _grid_values(spec):
@@ -81,7 +103,9 @@ def sample_configs(space, search="random", trials=10, seed=0):
     Random: ``trials`` independent draws. Grid: the full product, visited in a seeded random order
     and cut to ``trials`` (so a short budget still spreads over the grid).
     """
-    _check_space(space)
+    space = _check_space(space)
+    if not isinstance(trials, (int, np.integer)) or isinstance(trials, bool) or trials < 1:
+        raise ValueError(f"tune: trials must be a positive int, got {trials!r}")
     rng = np.random.default_rng(seed)
     keys = list(space)
     if search == "random":
@@ -167,7 +191,10 @@ def tune(train, val=None, *, model="digits_net", model_kwargs=None, space=None, 
         raise ValueError(f"tune: time_budget must be > 0 seconds or None, got {time_budget}")
     if not isinstance(trials, (int, np.integer)) or trials < 1:
         raise ValueError(f"tune: trials must be a positive int, got {trials!r}")
-    space = dict(DEFAULT_SPACE if space is None else space)
+    space = _check_space(DEFAULT_SPACE if space is None else space)
+    fixed = sorted(set(fit_kwargs or {}) & set(FIXED_BY_TUNE))
+    if fixed:
+        raise ValueError(f"tune: fit_kwargs {fixed} are set by every trial (pass them to tune)")
     augmentations = {"none": None, **(augmentations or {})}
     augmentations.setdefault("default", None)
     for name in space.get("augment", []) if isinstance(space.get("augment"), list) else []:
@@ -192,8 +219,6 @@ def tune(train, val=None, *, model="digits_net", model_kwargs=None, space=None, 
                 stream.write(f"tune: time budget of {time_budget:g}s spent after {index - 1} trials\n")
             break
         kwargs = {**fit_kwargs, **{k: v for k, v in config.items() if k != "augment"}}
-        if "batch_size" in kwargs:
-            kwargs["batch_size"] = int(kwargs["batch_size"])
         augment = augmentations[config["augment"]] if "augment" in config else fit_kwargs.get("augment")
         net = build(seed=seed, **model_kwargs)
         t0 = time.perf_counter()
@@ -228,7 +253,7 @@ def tune(train, val=None, *, model="digits_net", model_kwargs=None, space=None, 
                                                for k, v in space.items()},
                    "trials": results}
         _write_json(os.path.join(out_dir, "trials.json"), payload)
-        if result.best is not None:
+        if result.best is not None and result.best["val_accuracy"] is not None:
             best = result.best
             _write_json(os.path.join(out_dir, "best_config.json"),
                         {"model": model_name, "model_kwargs": model_kwargs, "seed": seed,

@@ -678,3 +678,13 @@ def test_transform_configs_are_json_and_rebuild_the_same_transform():
 def test_crop_larger_than_padded_image_raises():
     with pytest.raises(ValueError, match="larger than the padded image"):
         D.RandomCrop(8, padding=1)(np.zeros((1, 1, 5, 5), np.float32), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: D.Normalize.fit(np.zeros((0, 3, 4, 4))), "no values"),
+    (lambda: D.Normalize(0.0, float("nan")), "std positive and finite"),
+    (lambda: D.Normalize(0.0, 1e-46)(np.ones((1, 1, 2, 2), np.float32)), "rounds to 0 in float32"),
+])
+def test_normalize_refuses_statistics_that_would_give_nan_or_inf(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()

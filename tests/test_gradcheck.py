@@ -269,7 +269,38 @@ def test_check_module_on_a_small_minicnn_nn_network_in_train_mode():
         assert np.array_equal(model.buffers()[name], before), f"buffer {name} not restored by check_module"
 
 
-def test_numerical_gradient_refuses_an_integer_x():
-    """x + h would be truncated back to x: the 'gradient' would be garbage, not an error."""
-    with pytest.raises(TypeError, match="float array"):
-        numerical_gradient(lambda z: z * z, np.ones(3, dtype=np.int64))
+@pytest.mark.parametrize("x", [np.ones(3, np.int64), np.full(3, 1000.0, np.float32)],
+                         ids=["int64", "float32"])
+def test_numerical_gradient_refuses_an_x_that_would_lose_the_step(x):
+    """x + h is rounded back to x (1000 + 1e-5 in float32 is 1000): the 'gradient' would be
+    zeros, not an error."""
+    with pytest.raises(TypeError, match="x must be float64"):
+        numerical_gradient(lambda z: z * z, x)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: numerical_gradient(lambda z: z * z, np.ones(3), df=np.ones((3, 1))),
+     r"df has shape \(3, 1\) but f\(x\) has shape \(3,\)"),
+    (lambda: numerical_gradient(lambda z: z[z > 1.0], np.array([1.0, 2.0, 0.5])), "changed shape"),
+    (lambda: numerical_gradient(lambda z: z, np.ones(3), h=0.0), "h must be"),
+    (lambda: check_module(_Square(), np.ones(3), max_elements=0, directions=0), "max_elements"),
+])
+def test_gradient_checks_refuse_arguments_that_would_check_nothing_or_the_wrong_thing(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()
+
+
+class _Square:
+    """A parameter-free module: out = x * x."""
+    def parameters(self):
+        return {}
+
+    def grads(self):
+        return {}
+
+    def forward(self, x):
+        self.x = x
+        return x * x
+
+    def backward(self, dout):
+        return 2 * self.x * dout

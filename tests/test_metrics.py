@@ -122,3 +122,15 @@ def test_agrees_with_scikit_learn(seed):
     assert classification_report(y, pred, class_names=names) == \
         sk.classification_report(y, pred, labels=labels, target_names=names, zero_division=0)
     assert classification_report(y, logits, digits=3) == sk.classification_report(y, pred, digits=3)
+
+
+@pytest.mark.parametrize("call, error, words", [
+    # an (N, 1) column used to be read as one-class scores: every prediction became 0
+    (lambda: accuracy(np.array([[1], [0], [1]]), [1, 0, 1]), ValueError, "ambiguous"),
+    (lambda: top_k_accuracy(np.full((2, 3), np.nan), [1, 2], k=1), ValueError, "NaN"),
+    (lambda: top_k_accuracy(np.eye(3), [0, 1, 2], k=2.5), TypeError, "k must be an int"),
+    (lambda: precision_recall_f1(np.array([[1, -1], [0, 1]])), ValueError, "counts >= 0"),
+])
+def test_metrics_refuse_inputs_they_would_misread(call, error, words):
+    with pytest.raises(error, match=words):
+        call()

@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from minicnn.tune import format_table, sample_configs, tune
@@ -28,11 +29,35 @@ def test_grid_search_visits_every_combination_once():
     assert len(sample_configs(SPACE, "grid", trials=5, seed=0)) == 5
 
 
-def test_bad_spaces_and_searches_are_rejected():
-    with pytest.raises(ValueError, match="space\\['lr'\\]"):
-        sample_configs({"lr": ("log", 0.0, 1.0)})
+@pytest.mark.parametrize("space, words", [
+    ({"lr": ("log", 0.0, 1.0)}, r"space\['lr'\]"),
+    ({"lr": ("uniform", 0.0, math.inf)}, "invalid range"),
+    ({"epochs": [5]}, "'epochs' cannot be searched"),         # every trial sets it
+    ({"seed": [1, 2]}, "'seed' cannot be searched"),
+    ({"batch_size": [2.7]}, "positive ints"),
+    ({"augment": ("uniform", 0, 1)}, "takes only a list"),
+    ({"lr": [object()]}, "numbers or strings"),
+])
+def test_bad_spaces_and_searches_are_rejected(space, words):
+    with pytest.raises(ValueError, match=words):
+        sample_configs(space)
+
+
+def test_bad_searches_and_trial_counts_are_rejected():
     with pytest.raises(ValueError, match="search must be"):
         sample_configs(SPACE, "bayes")
+    with pytest.raises(ValueError, match="trials must be a positive int"):
+        sample_configs(SPACE, trials=-3)
+
+
+def test_numpy_scalars_in_the_space_are_written_as_plain_json(tmp_path):
+    """They used to fail in json.dumps after every trial had run."""
+    x, y = separable_set(64)
+    tune((x, y), model="digits_net", model_kwargs={"num_classes": 2},
+         space={"lr": [np.float32(0.05)], "batch_size": [np.int64(32)]}, trials=1, epochs=1,
+         out_dir=tmp_path, progress=False)
+    saved = json.loads((tmp_path / "best_config.json").read_text())
+    assert saved["config"] == {"lr": pytest.approx(0.05), "batch_size": 32}
 
 
 def test_tune_ranks_by_validation_accuracy_and_saves_the_best(tmp_path):

@@ -61,13 +61,16 @@ class Normalize(Transform):
         self.std = tuple(float(s) for s in np.atleast_1d(std))
         if len(self.mean) != len(self.std):
             raise ValueError(f"Normalize: mean has {len(self.mean)} values but std has {len(self.std)}")
-        if min(self.std) <= 0:
-            raise ValueError(f"Normalize: std must be positive, got {self.std}")
+        if not (all(np.isfinite(self.mean)) and all(np.isfinite(s) and s > 0 for s in self.std)):
+            raise ValueError(f"Normalize: mean must be finite and std positive and finite, got "
+                             f"mean {self.mean}, std {self.std}")
 
     @classmethod
     def fit(cls, x):
         """Per-channel mean and (population) std of an NCHW dataset, computed in float64."""
         _check_batch(x, "Normalize.fit")
+        if x.shape[0] == 0 or x.size == 0:
+            raise ValueError(f"Normalize.fit: x holds no values (x.shape={tuple(x.shape)})")
         return cls(x.mean(axis=(0, 2, 3), dtype=np.float64), x.std(axis=(0, 2, 3), dtype=np.float64))
 
     def __call__(self, x, rng=None):
@@ -81,6 +84,8 @@ class Normalize(Transform):
         shape = (1, len(self.mean), 1, 1)
         mean = np.asarray(self.mean, dtype=x.dtype).reshape(shape)
         std = np.asarray(self.std, dtype=x.dtype).reshape(shape)
+        if not np.all(std > 0):
+            raise ValueError(f"Normalize: std {self.std} rounds to 0 in {x.dtype}")
         return (x - mean) / std
 
     def _args(self):
