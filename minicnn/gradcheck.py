@@ -99,6 +99,9 @@ def kink_free_input(shape, seed=0, scale=1.0):
     float64 they are rarely hit.)
     """
     size = int(np.prod(shape))
+    if size == 0 or not scale > 0:
+        raise ValueError(f"kink_free_input: needs a non-empty shape and scale > 0, got "
+                         f"shape={shape!r}, scale={scale!r}")
     even = size + size % 2
     gap = 2.0 * scale / even
     values = (np.arange(size) + 0.5 - even / 2.0) * gap

@@ -125,9 +125,11 @@ def resnet20(num_classes=10, in_channels=3, *, input_size=32, blocks_per_stage=3
 
     conv3x3 16 -> 3 stages of n BasicBlocks with 16, 32, 64 channels (the first block of stages
     2 and 3 has stride 2 and a 1x1-conv projection shortcut) -> global average pool -> fc.
-    ``input_size`` is accepted for a uniform signature; global pooling makes any size work.
+    ``input_size`` is checked for a uniform signature; global pooling makes any size work.
     """
-    del input_size
+    _check_side("resnet20", input_size, input_size)
+    if not isinstance(blocks_per_stage, (int, np.integer)) or blocks_per_stage < 1:
+        raise ValueError(f"resnet20: blocks_per_stage must be a positive int, got {blocks_per_stage!r}")
     rng = np.random.default_rng(seed)
     layers = [nn.Conv2D(in_channels, 16, 3, padding=1, bias=False, rng=rng, dtype=dtype),
               nn.BatchNorm2D(16, dtype=dtype), nn.ReLU()]

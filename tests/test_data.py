@@ -688,3 +688,17 @@ def test_crop_larger_than_padded_image_raises():
 def test_normalize_refuses_statistics_that_would_give_nan_or_inf(call, words):
     with pytest.raises(ValueError, match=words):
         call()
+
+
+def test_a_refused_loader_state_changes_nothing():
+    x, y = np.zeros((10, 1, 2, 2), np.float32), np.zeros(10, np.int64)
+    loader = D.DataLoader(x, y, 3, shuffle=True, rng=np.random.default_rng(0))
+    next(iter(loader))
+    state = loader.state_dict()
+    fresh = D.DataLoader(x, y, 3, shuffle=True, rng=np.random.default_rng(1))
+    before = fresh.state_dict()
+    for bad in ({**state, "rng_state": {"bit_generator": "MT19937"}}, {**state, "batch": 1.7},
+                {k: v for k, v in state.items() if k != "epoch"}):
+        with pytest.raises(ValueError, match="DataLoader.load_state_dict"):
+            fresh.load_state_dict(bad)
+        assert fresh.state_dict() == before

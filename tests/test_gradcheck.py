@@ -304,3 +304,10 @@ class _Square:
 
     def backward(self, dout):
         return 2 * self.x * dout
+
+
+def test_kink_free_input_refuses_an_empty_shape_or_a_zero_scale():
+    with pytest.raises(ValueError, match="non-empty shape"):
+        kink_free_input((0,))
+    with pytest.raises(ValueError, match="scale > 0"):
+        kink_free_input((3,), scale=0.0)

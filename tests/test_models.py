@@ -130,3 +130,13 @@ def test_tiny_resnet_gradients_match_finite_differences_in_train_mode():
     errors = check_module(model, kink_free_input((2, 3, 8, 8), seed=2), max_elements=200,
                           directions=2, verbose=False)
     assert max(errors.values()) < 1e-5, errors
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: models.resnet20(input_size=-3), "input_size"),      # was accepted and ignored
+    (lambda: models.resnet20(blocks_per_stage=0), "blocks_per_stage"),
+    (lambda: models.lenet5(dtype=None), "float32 or float64"),   # was float64, silently
+])
+def test_model_arguments_that_were_ignored_are_checked(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()

@@ -133,11 +133,21 @@ class DataLoader:
         }
 
     def load_state_dict(self, state):
-        """Resume from ``state_dict()`` output; the loader must see the same data and settings."""
+        """Resume from ``state_dict()`` output; the loader must see the same data and settings.
+        Nothing changes unless the whole state is accepted."""
+        missing = [k for k in ("num_samples", "batch_size", "shuffle", "drop_last", "batch",
+                               "epoch", "rng_state") if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise ValueError(f"DataLoader.load_state_dict: the state lacks {missing}")
         for key in ("num_samples", "batch_size", "shuffle", "drop_last"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"DataLoader.load_state_dict: saved {key}={state[key]!r} but this "
                                  f"loader has {key}={getattr(self, key)!r}")
+        for key in ("batch", "epoch"):
+            value = state[key]
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"DataLoader.load_state_dict: {key} must be an int >= 0, got "
+                                 f"{value!r}")
         batch = int(state["batch"])
         if not 0 <= batch < len(self):
             raise ValueError(f"DataLoader.load_state_dict: batch {batch} out of range for {len(self)} "
@@ -145,15 +155,22 @@ class DataLoader:
         epoch_state = state.get("epoch_rng_state")
         if self.shuffle and batch > 0 and epoch_state is None:
             raise ValueError("DataLoader.load_state_dict: state is mid-epoch but has no epoch_rng_state")
-        if self.shuffle and epoch_state is not None:
-            set_generator_state(self.rng, epoch_state)
-            self._epoch_rng_state = generator_state(self.rng)
-            self._order = self.rng.permutation(self.num_samples)
-        elif not self.shuffle and batch > 0:
-            self._order, self._epoch_rng_state = np.arange(self.num_samples), None
-        else:
-            self._order, self._epoch_rng_state = None, None
-        set_generator_state(self.rng, state["rng_state"])
+        saved_rng = generator_state(self.rng)          # put back if a generator state is refused
+        try:
+            if self.shuffle and epoch_state is not None:
+                set_generator_state(self.rng, epoch_state)
+                epoch_rng_state = generator_state(self.rng)
+                order = self.rng.permutation(self.num_samples)
+            elif not self.shuffle and batch > 0:
+                order, epoch_rng_state = np.arange(self.num_samples), None
+            else:
+                order, epoch_rng_state = None, None
+            set_generator_state(self.rng, state["rng_state"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            set_generator_state(self.rng, saved_rng)
+            raise ValueError(f"DataLoader.load_state_dict: a generator state does not fit this "
+                             f"loader's generator ({type(exc).__name__}: {exc})") from None
+        self._order, self._epoch_rng_state = order, epoch_rng_state
         self.epoch, self._batch = int(state["epoch"]), batch
 
     def __repr__(self):

@@ -11,6 +11,8 @@ def positive_int(value, name, layer):
 
 
 def float_dtype(dtype, layer):
+    if dtype is None:                  # np.dtype(None) would quietly mean float64
+        raise ValueError(f"{layer}: dtype must be float32 or float64, got None")
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"{layer}: dtype must be a floating dtype (float32 or float64), got {dtype}")
