@@ -702,3 +702,15 @@ def test_a_refused_loader_state_changes_nothing():
         with pytest.raises(ValueError, match="DataLoader.load_state_dict"):
             fresh.load_state_dict(bad)
         assert fresh.state_dict() == before
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: D.DataLoader([[1.0]] * 4, np.zeros(4, np.int64), 2), TypeError, "x must be an array"),
+    (lambda: D.DataLoader(np.zeros((4, 1)), 5, 2), TypeError, "y must be an array"),
+    (lambda: D.random_split(np.zeros((4, 1)), np.zeros(4), 0.5, seed=-1), ValueError, "seed"),
+    (lambda: D.random_split(np.zeros((4, 1)), np.zeros(4), "0.5"), ValueError, "'0.5'"),
+    (lambda: D.DataLoader(np.zeros((0, 1)), np.zeros(0), 3), ValueError, "drop_last=False give"),
+])
+def test_loaders_and_splits_name_bad_arguments(call, error, words):
+    with pytest.raises(error, match=words):
+        call()

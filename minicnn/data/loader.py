@@ -14,7 +14,7 @@ augmentations -- are exactly those the original run would have produced.
 """
 import numpy as np
 
-from minicnn.data.split import as_generator
+from minicnn.data.split import _check_xy, as_generator
 
 
 def _jsonable(value):
@@ -64,9 +64,7 @@ class DataLoader:
     """
 
     def __init__(self, x, y, batch_size=64, shuffle=True, rng=None, transform=None, drop_last=False):
-        if len(x) != len(y):
-            raise ValueError(f"DataLoader: x and y hold different numbers of samples "
-                             f"(x.shape={tuple(x.shape)}, y.shape={tuple(np.shape(y))})")
+        _check_xy(x, y, "DataLoader")
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
         if transform is not None and not callable(transform):
@@ -80,7 +78,7 @@ class DataLoader:
         self.rng = as_generator(rng)
         if len(self) == 0:
             raise ValueError(f"DataLoader: {len(x)} samples with batch_size={batch_size} and "
-                             f"drop_last=True give no batches")
+                             f"drop_last={self.drop_last} give no batches")
         self.epoch = 0                 # epochs completed
         self._batch = 0                # index of the next batch within the current epoch
         self._order = None             # sample order of the current epoch (None: not drawn yet)
