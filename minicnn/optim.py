@@ -25,7 +25,7 @@ import numpy as np
 
 from minicnn import kernels
 from minicnn.backend import get_array_module, normalize_device, to_device
-from minicnn.functional._checks import real_number
+from minicnn.functional._checks import positive_int, real_number
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "StepLR",
            "CosineAnnealingLR", "LinearWarmup", "clip_grad_norm"]
@@ -33,12 +33,6 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "LRScheduler", "StepL
 
 def _non_negative(value, name, owner):
     return real_number(value, name, owner, 0.0, math.inf, high_open=True)
-
-
-def _positive_int(value, name, owner):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _positive(value, name, owner):
@@ -369,7 +363,7 @@ class StepLR(LRScheduler):
         super().__init__(optimizer)
 
     def _set_hyper(self, step_size, gamma):
-        self.step_size = _positive_int(step_size, "step_size", "StepLR")
+        self.step_size = positive_int(step_size, "step_size", "StepLR")
         self.gamma = _non_negative(gamma, "gamma", "StepLR")
 
     def lr_at(self, t):
@@ -385,7 +379,7 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer)
 
     def _set_hyper(self, T_max, eta_min):
-        self.T_max = _positive_int(T_max, "T_max", "CosineAnnealingLR")
+        self.T_max = positive_int(T_max, "T_max", "CosineAnnealingLR")
         self.eta_min = _non_negative(eta_min, "eta_min", "CosineAnnealingLR")
 
     def lr_at(self, t):
@@ -414,7 +408,7 @@ class LinearWarmup(LRScheduler):
         super().__init__(optimizer)
 
     def _set_hyper(self, warmup_steps, start_factor):
-        self.warmup_steps = _positive_int(warmup_steps, "warmup_steps", "LinearWarmup")
+        self.warmup_steps = positive_int(warmup_steps, "warmup_steps", "LinearWarmup")
         self.start_factor = (1.0 / self.warmup_steps if start_factor is None else
                              _in_unit_interval(start_factor, "start_factor", "LinearWarmup",
                                                closed=True))

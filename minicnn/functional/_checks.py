@@ -28,6 +28,13 @@ def real_number(value, name, op, low=-math.inf, high=math.inf, low_open=False, h
     return value
 
 
+def positive_int(value, name, op):
+    """value as an int >= 1 (a bool is refused)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{op}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def pair(value, name, op, minimum):
     """An int or an (h, w) pair of ints -> (h, w), each >= minimum."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):

@@ -1,13 +1,8 @@
 """Constructor-argument checks shared by the layers (errors name the layer and the argument)."""
 import numpy as np
 
-from minicnn.functional._checks import pair, real_number  # noqa: F401  (pair: re-exported for the layers)
-
-
-def positive_int(value, name, layer):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
-    return int(value)
+# pair and positive_int: re-exported for the layers
+from minicnn.functional._checks import pair, positive_int, real_number  # noqa: F401
 
 
 def float_dtype(dtype, layer):
