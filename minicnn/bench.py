@@ -69,10 +69,16 @@ MIN_TIME = 0.3
 
 
 def timeit(fn, repeat=10, warmup=2, min_time=0.0):
-    """Median wall time of fn() in seconds over `repeat` runs (after `warmup` runs)."""
+    """Median wall time of fn() in seconds over `repeat` runs and at least `min_time` seconds,
+    after `warmup` runs and at least min_time / 2 seconds of them: after settle()'s sleep the
+    cores took ~0.1 s to get up to speed (case D's im2col ran its first 15 calls up to 40%
+    slower, on 1 thread or 2)."""
     settle()
-    for _ in range(warmup):
+    start = time.perf_counter()
+    warm = 0
+    while warm < warmup or time.perf_counter() - start < min_time / 2:
         fn()
+        warm += 1
     times = []
     start = time.perf_counter()
     while len(times) < repeat or time.perf_counter() - start < min_time:

@@ -69,3 +69,24 @@ def test_kernel_timings_count_the_bytes_each_kernel_reads_and_writes(quick_bench
     assert set(pool["ms"]) >= {(job, "numpy") for job in pool["bytes"]}
     table = bench.kernel_table({"P": pool}, threads=1)
     assert "GB/s" in table.splitlines()[0] and "avgpool_bwd" in table
+
+
+def test_timeit_warms_up_for_half_the_minimum_time_then_times_at_least_the_minimum(monkeypatch):
+    # A fake clock: each call of fn takes 10 ms, the first 5 calls 20 ms (a core waking up).
+    now = [0.0]
+    calls = []
+
+    def fn():
+        calls.append(now[0])
+        now[0] += 0.020 if len(calls) <= 5 else 0.010
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(bench, "settle", lambda seconds=0.0: None)
+    median = bench.timeit(fn, repeat=3, warmup=2, min_time=0.2)
+    # warm-up: 5 slow calls (0.1 s) reach min_time / 2; then 0.2 s of 10 ms calls are timed
+    assert len(calls) == 5 + 20
+    assert median == pytest.approx(0.010)
+    calls.clear()
+    now[0] = 0.0
+    bench.timeit(fn, repeat=3, warmup=2)                    # no minimum time: counts only
+    assert len(calls) == 2 + 3

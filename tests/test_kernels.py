@@ -363,6 +363,42 @@ def test_repeated_calls_do_not_leak():
     assert grown < 64 * 1024, f"{grown} bytes still allocated after 500 rounds"
 
 
+@needs_c
+def test_large_results_start_on_a_huge_page_and_hold_the_right_values():
+    # Results of 4 MiB or more are views into a longer buffer, starting on a huge-page boundary
+    x = _x((8, 16, 64, 64), np.float64, 4)                     # 4 MiB, as is every dx below
+    k, s, p = (3, 3), (2, 2), (1, 1)
+    dout = _x((8, 16, 32, 32), np.float64, 5)
+    results = {"im2col": (_cpu.im2col(x, k, s, p), _numpy.im2col(x, k, s, p)),
+               "avgpool_backward": (_cpu.avgpool_backward(dout, x.shape, k, s, p),
+                                    _numpy.avgpool_backward(dout, x.shape, k, s, p))}
+    out, argmax = _cpu.maxpool_forward(x, k, s, p)
+    results["maxpool_backward"] = (_cpu.maxpool_backward(dout, argmax, x.shape),
+                                   _numpy.maxpool_backward(dout, argmax, x.shape))
+    huge = _cpu._huge_page_bytes()
+    for name, (got, want) in results.items():
+        assert got.nbytes >= 4 << 20, name
+        assert got.flags.c_contiguous and got.flags.writeable and got.flags.aligned, name
+        if huge:
+            assert got.ctypes.data % huge == 0, f"{name} starts mid huge page"
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0, err_msg=name)
+    cols = results.pop("im2col")[0]
+    del results
+    cols[...] = 1.0                 # the memory is still owned (by cols.base), and writable
+    assert cols.sum() == cols.size
+
+
+@needs_c
+def test_large_results_are_freed():
+    x = _x((4, 16, 32, 32), np.float64, 6)                     # cols: 4.5 MiB
+
+    def once():
+        _cpu.im2col(x, (3, 3), (1, 1), (1, 1))
+
+    grown = bytes_kept_after(once, rounds=40, warmup=5)
+    assert grown < 64 * 1024, f"{grown} bytes still allocated after 40 rounds"
+
+
 # ---------------------------------------------------------------- conv2d's reused buffers
 
 @pytest.fixture

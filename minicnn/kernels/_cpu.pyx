@@ -212,8 +212,40 @@ cdef cnp.ndarray _float_array(object x, str name, str op, int ndim):
     return a
 
 
+def _huge_page_bytes():
+    """The size of a transparent huge page (Linux, 2 MiB on x86-64), or 0 where there are none."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as f:
+            size = int(f.read())
+    except (OSError, ValueError):
+        return 0
+    return size if 0 < size <= 32 << 20 and size & (size - 1) == 0 else 0
+
+
+# Results of at least 4 MiB (where NumPy asks the kernel for transparent huge pages) start on a
+# huge-page boundary.  malloc's mapping starts mid-page, and its first and last partial huge pages
+# fall back to 4 KiB pages: 512 more page faults for case D's im2col (75 MiB), whose fresh result
+# took ~20% longer to fill on 2 threads than an aligned one (benchmarks/NOTES.md, round 7).
+cdef Py_ssize_t HUGE_PAGE = _huge_page_bytes()
+cdef Py_ssize_t ALIGN_FROM = 4 << 20
+
+
 cdef cnp.ndarray _new(int ndim, cnp.npy_intp *dims, int typenum):
-    return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
+    """An uninitialised C-contiguous result; a large one starts on a huge-page boundary."""
+    cdef cnp.ndarray raw, result
+    cdef uintptr_t start
+    nbytes = cnp.PyArray_DescrFromType(typenum).itemsize      # a Python int: never overflows
+    for i in range(ndim):
+        nbytes *= dims[i]
+    if HUGE_PAGE == 0 or nbytes < ALIGN_FROM:
+        return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
+    # the first huge-page boundary of a buffer one page longer; untouched bytes cost no memory
+    raw = np.empty(nbytes + HUGE_PAGE, np.uint8)
+    start = <uintptr_t>cnp.PyArray_DATA(raw)
+    start += (-start) & <uintptr_t>(HUGE_PAGE - 1)
+    result = cnp.PyArray_SimpleNewFromData(ndim, dims, typenum, <void *>start)
+    cnp.set_array_base(result, raw)                 # result keeps raw (its memory) alive
+    return result
 
 
 cdef cnp.ndarray _result(object out, int ndim, cnp.npy_intp *dims, int typenum, str op,
