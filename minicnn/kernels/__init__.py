@@ -16,15 +16,20 @@ validated by ``minicnn.functional`` and C-contiguous; outputs are new arrays of 
         ``out``: optional C-contiguous buffer of the exact result shape and dtype to write into
         (``functional.conv`` passes its reused scratch; the result is then ``out`` itself)
 
-Buffers a kernel writes (``out``, ``dx_out``, ``work``, ``c``, ``buf``) must not share memory
-with the arrays it reads (the C kernels raise ValueError); only the elementwise loops below may
-write over their input in place, element for element (``relu_forward(x, out=x)``).
     maxpool_forward(x, kernel_size, stride, padding)         -> (out (N,C,OH,OW), argmax int32 (N,C,OH,OW))
         argmax holds h*W + w, the flat index of the winner in its unpadded (n, c) plane;
         padded cells never win; ties go to the first maximum in window (row-major) order
     maxpool_backward(dout, argmax, x_shape)                  -> dx (N,C,H,W)
     avgpool_forward(x, kernel_size, stride, padding)         -> out; zero padding counts in the divisor KH*KW
     avgpool_backward(dout, x_shape, kernel_size, stride, padding) -> dx
+
+Buffers a kernel writes (``out``, ``dx_out``, ``work``, ``c``, ``buf``) must not share memory
+with the arrays it reads (the C kernels raise ValueError); only the elementwise loops below may
+write over their input in place, element for element (``relu_forward(x, out=x)``).
+
+The C kernels' new results of 4 MiB or more start on a huge-page boundary (Linux): they are
+views into a byte buffer one huge page longer (their ``.base``), so that transparent huge pages
+back them whole; fresh pages cost fewer faults (benchmarks/NOTES.md, round 7).
 
 The C extension also runs a whole convolution layer (csrc/conv_tmpl.h), calling the BLAS that
 NumPy links from its own threads; ``fused_conv_available()`` says whether it found that BLAS
