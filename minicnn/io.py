@@ -220,16 +220,23 @@ def load_weights(model, path, strict=True):
 
 # ---------------------------------------------------------------- checkpoints (nested state)
 
+# In the header's skeleton of the state, {ARRAY_KEY: name} stands for the array stored as name.
+ARRAY_KEY = "__array__"
+
+
 def _flatten(tree, prefix, arrays):
     if hasattr(tree, "shape") and hasattr(tree, "dtype") and not isinstance(tree, np.generic):
         if prefix in arrays:
             raise ValueError(f"save_checkpoint: two entries flatten to the same name {prefix!r}")
         arrays[prefix] = tree
-        return {"__array__": prefix}
+        return {ARRAY_KEY: prefix}
     if isinstance(tree, dict):
         for k in tree:
             if not isinstance(k, str):
                 raise ValueError(f"save_checkpoint: dict keys must be strings, got {k!r} at {prefix!r}")
+        if ARRAY_KEY in tree:       # the file marks arrays so: such a dict would load as one
+            where = repr(prefix) if prefix else "the top level"
+            raise ValueError(f"save_checkpoint: the key {ARRAY_KEY!r} is reserved, found at {where}")
         return {k: _flatten(v, f"{prefix}/{k}" if prefix else k, arrays) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
         return [_flatten(v, f"{prefix}/{i}" if prefix else str(i), arrays) for i, v in enumerate(tree)]
@@ -240,8 +247,8 @@ def _flatten(tree, prefix, arrays):
 
 def _unflatten(tree, arrays):
     if isinstance(tree, dict):
-        if set(tree) == {"__array__"}:
-            return arrays[tree["__array__"]]
+        if set(tree) == {ARRAY_KEY}:
+            return arrays[tree[ARRAY_KEY]]
         return {k: _unflatten(v, arrays) for k, v in tree.items()}
     if isinstance(tree, list):
         return [_unflatten(v, arrays) for v in tree]
@@ -256,6 +263,7 @@ def save_checkpoint(path, state):
                                "rng": rng.bit_generator.state})
 
     Arrays are stored under their '/'-joined path ('model/0.weight'); tuples come back as lists.
+    Keys are strings, and '__array__' is reserved (it marks the arrays in the file's header).
     """
     arrays = {}
     skeleton = _flatten(state, "", arrays)

@@ -110,6 +110,16 @@ def test_a_checkpoint_missing_an_array_names_it(tmp_path):
         io.load_checkpoint(damaged)
 
 
+@pytest.mark.parametrize("state, where", [({"meta": {"__array__": "epoch"}, "epoch": 3}, "'meta'"),
+                                          ({"__array__": "x", "x": np.ones(2)}, "the top level")])
+def test_a_checkpoint_refuses_the_key_that_marks_arrays(tmp_path, state, where):
+    # {"__array__": name} is how the file points at an array: such a dict would load as the array
+    path = tmp_path / "last.npz"
+    with pytest.raises(ValueError, match=f"'__array__' is reserved, found at {where}"):
+        io.save_checkpoint(path, state)
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "not_minicnn", "pickled"])
 def test_corrupt_or_foreign_files_raise_value_error(tmp_path, damage):
     path = tmp_path / "bad.npz"
