@@ -37,6 +37,10 @@ typedef struct {
 
 int mc_openmp_enabled(void);
 
+/* stream.c: store-only and load-only passes, the benchmark's memory ceilings */
+void mc_stream_store(uint32_t *dst, int64_t n, int num_threads);
+uint32_t mc_stream_load(const uint32_t *src, int64_t n, int num_threads);
+
 #define MC_DECLARE(REAL, SUF)                                                                    \
     void mc_im2col_##SUF(const REAL *x, REAL *cols, int64_t image_stride, int64_t row_stride,    \
                          const mc_geom *g, int num_threads);                                    \

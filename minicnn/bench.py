@@ -18,8 +18,10 @@ the table adds ``c-Nt direct``, the same layer on the direct (im2col + GEMM) rou
 
 median forward and forward+backward times, GFLOP/s and the fraction of the sgemm peak measured
 in the same run (convs), achieved GB/s against a plain large copy (pooling), the ratio to
-PyTorch, and kernel-only timings (im2col, col2im, pooling: C vs NumPy, 1 vs N threads, and
-the bytes they read and write per second against one thread's store bandwidth).
+PyTorch, and kernel-only timings (im2col, col2im, pooling: C vs NumPy, 1 vs N threads, the
+bytes they read and write per second, and the "stream" floor: the time the same threads take
+just to store what the kernel writes and load what it reads, which bounds a memory-bound
+kernel and so the ratios it can reach).
 Conv fwd+bwd is measured with dx (``dx=yes``) and, for first layers, without (``dx=no``);
 PyTorch gets ``requires_grad`` on x accordingly, so like is compared with like.
 
@@ -319,7 +321,9 @@ def _pool_row(case, variant, kind, t_f, t_fb, nbytes, copy_gbs):
 # ---------------------------------------------------------------- kernel-only timings
 
 def kernel_timings(name, repeat, threads):
-    """im2col / col2im (convs) or pool fwd / bwd kernels alone: NumPy, C 1 thread, C N threads."""
+    """im2col / col2im (convs) or pool fwd / bwd kernels alone: NumPy, C 1 thread, C N threads;
+    and, with the C extension, the time the same threads take to store what each kernel writes
+    and load what it reads (``stream_ms``), the floor for a kernel bound by memory."""
     op, n, c, h, w, f, k, s, p, _ = CASES[name]
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
@@ -329,31 +333,54 @@ def kernel_timings(name, repeat, threads):
     if kernels.c_extension_available():
         from minicnn.kernels import _cpu
         mods += [("c-1t", _cpu, 1), (f"c-{threads}t", _cpu, threads)]
+    # job: (kernel call, bytes it reads, bytes it writes)
     if op == "conv":
         cols = _numpy.im2col(x, ks, st, pd)
         cols_out = np.empty_like(cols)
         # "im2col" allocates its result (first touch of fresh pages included); "im2col out="
         # writes into a reused buffer, as functional.conv does
-        jobs = {"im2col": lambda m: m.im2col(x, ks, st, pd),
-                "im2col out=": lambda m: m.im2col(x, ks, st, pd, out=cols_out),
-                "col2im": lambda m: m.col2im(cols, x.shape, ks, st, pd)}
-        io = x.nbytes + cols.nbytes                 # each reads one and writes the other
-        moved = {"im2col": io, "im2col out=": io, "col2im": io}
+        jobs = {"im2col": (lambda m: m.im2col(x, ks, st, pd), x.nbytes, cols.nbytes),
+                "im2col out=": (lambda m: m.im2col(x, ks, st, pd, out=cols_out), x.nbytes,
+                                cols.nbytes),
+                "col2im": (lambda m: m.col2im(cols, x.shape, ks, st, pd), cols.nbytes, x.nbytes)}
     else:
         out, argmax = _numpy.maxpool_forward(x, ks, st, pd)
-        jobs = {"maxpool_fwd": lambda m: m.maxpool_forward(x, ks, st, pd),
-                "maxpool_bwd": lambda m: m.maxpool_backward(out, argmax, x.shape),
-                "avgpool_fwd": lambda m: m.avgpool_forward(x, ks, st, pd),
-                "avgpool_bwd": lambda m: m.avgpool_backward(out, x.shape, ks, st, pd)}
-        io = x.nbytes + out.nbytes
-        moved = {"maxpool_fwd": io + argmax.nbytes, "maxpool_bwd": io + argmax.nbytes,
-                 "avgpool_fwd": io, "avgpool_bwd": io}
+        jobs = {"maxpool_fwd": (lambda m: m.maxpool_forward(x, ks, st, pd), x.nbytes,
+                                out.nbytes + argmax.nbytes),
+                "maxpool_bwd": (lambda m: m.maxpool_backward(out, argmax, x.shape),
+                                out.nbytes + argmax.nbytes, x.nbytes),
+                "avgpool_fwd": (lambda m: m.avgpool_forward(x, ks, st, pd), x.nbytes, out.nbytes),
+                "avgpool_bwd": (lambda m: m.avgpool_backward(out, x.shape, ks, st, pd), out.nbytes,
+                                x.nbytes)}
     times = {}
-    for job, fn in jobs.items():
+    for job, (fn, _, _) in jobs.items():
         for vname, mod, nt in mods:
             with _Threads(nt):
                 times[(job, vname)] = timeit(lambda: fn(mod), repeat, min_time=MIN_TIME) * 1e3
-    return {"ms": times, "bytes": moved}
+    stream = {}
+    if kernels.c_extension_available():
+        stream = stream_timings({job: (rd, wr) for job, (_, rd, wr) in jobs.items()},
+                                [(v, nt) for v, _, nt in mods[1:]], repeat)
+    return {"ms": times, "stream_ms": stream,
+            "bytes": {job: rd + wr for job, (_, rd, wr) in jobs.items()}}
+
+
+def stream_timings(traffic, variants, repeat):
+    """{(job, variant): ms} to store the bytes each job writes and then load the bytes it reads
+    (traffic: {job: (read, written)}), as two passes of the C extension's stream kernels on the
+    variant's threads, into reused memory.  Reading and writing at once can beat the sum."""
+    from minicnn.kernels import _cpu
+    store = np.empty(max(wr for _, wr in traffic.values()) // 4, np.uint32)
+    load = np.ones(max(rd for rd, _ in traffic.values()) // 4, np.uint32)
+    times = {}
+    for vname, nt in variants:
+        with _Threads(nt):
+            for job, (rd, wr) in traffic.items():
+                dst, src = store[:wr // 4], load[:rd // 4]
+                times[(job, vname)] = 1e3 * (
+                    timeit(lambda: _cpu.stream_store(dst), repeat, min_time=MIN_TIME / 2)
+                    + timeit(lambda: _cpu.stream_load(src), repeat, min_time=MIN_TIME / 2))
+    return times
 
 
 # ---------------------------------------------------------------- where the time goes
@@ -454,18 +481,36 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def _fmt_times(v, spec):
+    return "-" if v is None else format(v, spec) + "x"
+
+
 def kernel_table(ktimes, threads):
+    """The kernels-alone table.  ``stream`` is the time the C kernels' threads take to store what
+    a kernel writes and load what it reads (kernel_timings): "% of stream" near 100 means the
+    kernel runs at the memory's pace, and "NumPy / stream" is the most that any kernel moving
+    those bytes could gain over NumPy."""
     nt = f"c-{threads}t"
     lines = [f"| case | kernel | numpy ms | c-1t ms | {nt} ms | C vs NumPy | {nt} vs 1t | "
-             f"{nt} GB/s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             f"{nt} GB/s | stream {nt} ms | % of stream | NumPy / stream | stream {nt} vs 1t |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for case, res in ktimes.items():
         for job, nbytes in res["bytes"].items():
             t_np, t_1, t_n = (res["ms"].get((job, v)) for v in ("numpy", "c-1t", nt))
+            s_1, s_n = (res["stream_ms"].get((job, v)) for v in ("c-1t", nt))
+            stream_frac = _ratio(s_n, t_n)
             lines.append(f"| {case} | {job} | {_fmt(t_np, '.2f')} | {_fmt(t_1, '.2f')} | "
-                         f"{_fmt(t_n, '.2f')} | "
-                         f"{_fmt(t_np / t_n if t_np and t_n else None, '.1f')}x | "
-                         f"{_fmt(t_1 / t_n if t_1 and t_n else None, '.2f')}x | "
-                         f"{_fmt(nbytes / t_n / 1e6 if t_n else None, '.1f')} |")
+                         f"{_fmt(t_n, '.2f')} | {_fmt_times(_ratio(t_np, t_n), '.1f')} | "
+                         f"{_fmt_times(_ratio(t_1, t_n), '.2f')} | "
+                         f"{_fmt(nbytes / t_n / 1e6 if t_n else None, '.1f')} | "
+                         f"{_fmt(s_n, '.2f')} | "
+                         f"{_fmt(None if stream_frac is None else 100 * stream_frac, '.0f')} | "
+                         f"{_fmt_times(_ratio(t_np, s_n), '.1f')} | "
+                         f"{_fmt_times(_ratio(s_1, s_n), '.2f')} |")
     return "\n".join(lines)
 
 
@@ -529,7 +574,8 @@ def main(argv=None):
     if args.json:
         data = {"breakdown": breakdowns, "environment": env, "sgemm_peak_gflops": peak, "copy_gbs": copy_gbs,
                 "store_gbs_1thread": store_gbs, "threads": threads, "rows": rows,
-                "kernels": {case: [{"kernel": j, "variant": v, "ms": t, "bytes": res["bytes"][j]}
+                "kernels": {case: [{"kernel": j, "variant": v, "ms": t, "bytes": res["bytes"][j],
+                                    "stream_ms": res["stream_ms"].get((j, v))}
                                    for (j, v), t in res["ms"].items()]
                             for case, res in ktimes.items()}}
         write_text_atomic(args.json, json.dumps(data, indent=2))

@@ -71,6 +71,56 @@ def test_kernel_timings_count_the_bytes_each_kernel_reads_and_writes(quick_bench
     assert "GB/s" in table.splitlines()[0] and "avgpool_bwd" in table
 
 
+def test_the_stream_floor_moves_what_each_kernel_reads_and_writes(quick_bench, monkeypatch):
+    pytest.importorskip("minicnn.kernels._cpu")
+    seen = {}
+
+    def fake_stream_timings(traffic, variants, repeat):
+        seen.update(traffic)
+        return {(job, v): 1.0 for job in traffic for v, _ in variants}
+
+    monkeypatch.setattr(bench, "stream_timings", fake_stream_timings)
+    monkeypatch.setattr(bench, "CASES", {"P": TINY_POOL,
+                                         "K": ("conv", 2, 3, 8, 8, 4, 3, 1, 1, False)})
+    conv = bench.kernel_timings("K", repeat=1, threads=2)
+    x_bytes, cols_bytes = 2 * 3 * 8 * 8 * 4, 2 * 27 * 64 * 4
+    assert seen == {"im2col": (x_bytes, cols_bytes), "im2col out=": (x_bytes, cols_bytes),
+                    "col2im": (cols_bytes, x_bytes)}                  # (read, written)
+    assert set(conv["stream_ms"]) == {(job, v) for job in seen for v in ("c-1t", "c-2t")}
+    seen.clear()
+    bench.kernel_timings("P", repeat=1, threads=2)
+    out_bytes = 2 * 3 * 4 * 4 * 4                       # argmax: int32, as big as out
+    assert seen == {"maxpool_fwd": (x_bytes, 2 * out_bytes), "maxpool_bwd": (2 * out_bytes, x_bytes),
+                    "avgpool_fwd": (x_bytes, out_bytes), "avgpool_bwd": (out_bytes, x_bytes)}
+
+
+def test_stream_timings_time_a_store_and_a_load_of_each_jobs_bytes(quick_bench, monkeypatch):
+    _cpu = pytest.importorskip("minicnn.kernels._cpu")
+    sizes = []
+    monkeypatch.setattr(_cpu, "stream_store", lambda dst: sizes.append(("store", dst.nbytes)))
+    monkeypatch.setattr(_cpu, "stream_load", lambda src: sizes.append(("load", src.nbytes)))
+    times = bench.stream_timings({"a": (400, 8000), "b": (8000, 400)}, [("c-1t", 1)], repeat=1)
+    assert set(times) == {("a", "c-1t"), ("b", "c-1t")}
+    assert set(sizes) == {("store", 8000), ("load", 400), ("store", 400), ("load", 8000)}
+
+
+def test_the_kernel_table_sets_each_kernel_against_numpy_one_thread_and_the_stream_floor():
+    ktimes = {"X": {"ms": {("im2col", "numpy"): 6.0, ("im2col", "c-1t"): 4.0,
+                           ("im2col", "c-2t"): 2.0},
+                    "stream_ms": {("im2col", "c-1t"): 3.0, ("im2col", "c-2t"): 1.5},
+                    "bytes": {"im2col": 4_000_000}}}
+    header, _, row = bench.kernel_table(ktimes, threads=2).splitlines()
+    cells = dict(zip([h.strip() for h in header.split("|")[1:-1]],
+                     [c.strip() for c in row.split("|")[1:-1]]))
+    assert cells == {"case": "X", "kernel": "im2col", "numpy ms": "6.00", "c-1t ms": "4.00",
+                     "c-2t ms": "2.00", "C vs NumPy": "3.0x", "c-2t vs 1t": "2.00x",
+                     "c-2t GB/s": "2.0", "stream c-2t ms": "1.50", "% of stream": "75",
+                     "NumPy / stream": "4.0x", "stream c-2t vs 1t": "2.00x"}
+    ktimes["X"]["stream_ms"] = {}                       # NumPy only: no stream columns
+    row = bench.kernel_table(ktimes, threads=2).splitlines()[2]
+    assert row.rstrip().endswith("| - | - | - | - |")
+
+
 def test_timeit_warms_up_for_half_the_minimum_time_then_times_at_least_the_minimum(monkeypatch):
     # A fake clock: each call of fn takes 10 ms, the first 5 calls 20 ms (a core waking up).
     now = [0.0]

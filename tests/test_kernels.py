@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memory import bytes_kept_after
-from minicnn import kernels
+from minicnn import backend, kernels
 from minicnn.kernels import _numpy
 
 try:
@@ -341,6 +341,49 @@ def test_im2col_of_no_images_into_an_empty_out():
 def test_bad_arguments_raise_clear_errors(name, call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+# ---------------------------------------------------------------- the benchmark's stream kernels
+
+@needs_c
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+@given(n=st.integers(0, 5000), seed=st.integers(0, 2 ** 16))
+@settings(max_examples=40, deadline=None)
+def test_stream_kernels_store_every_word_and_load_every_word(nthreads, n, seed):
+    # Sizes that 2 and 3 threads do not divide: each part must start where the last one ended.
+    previous = backend.get_num_threads()
+    backend.set_num_threads(nthreads)
+    try:
+        guarded = np.zeros(n + 2, np.uint32)            # a word either side must stay untouched
+        _cpu.stream_store(guarded[1:-1])
+        assert guarded[0] == 0 and guarded[-1] == 0
+        assert np.all(guarded[1:-1] == np.float32(1.0).view(np.uint32))
+        words = np.random.default_rng(seed).integers(0, 2 ** 32, size=n, dtype=np.uint32)
+        assert _cpu.stream_load(words) == int(np.bitwise_xor.reduce(words, initial=0))
+    finally:
+        backend.set_num_threads(previous)
+
+
+@needs_c
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: _cpu.stream_store(np.zeros(8, np.float32)), ValueError, "dst must be .* uint32"),
+    (lambda: _cpu.stream_store(np.zeros(8, np.uint32)[::2]), ValueError, "C-contiguous"),
+    (lambda: _cpu.stream_store(np.zeros(8, np.uint32).view()[:0:-1]), ValueError, "dst"),
+    (lambda: _cpu.stream_load([1, 2, 3]), TypeError, "src must be a numpy.ndarray"),
+    (lambda: _cpu.stream_load(np.zeros(8, np.int64)), ValueError, "got dtype int64"),
+])
+def test_stream_kernels_refuse_what_they_cannot_stream(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+@needs_c
+def test_stream_store_refuses_a_read_only_array():
+    dst = np.zeros(8, np.uint32)
+    dst.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        _cpu.stream_store(dst)
+    assert _cpu.stream_load(dst) == 0                   # loading from it is fine
 
 
 # ---------------------------------------------------------------- leaks

@@ -2,7 +2,8 @@
 """C99 + OpenMP kernels (csrc/) behind the signatures of ``minicnn.kernels``.
 
 Besides im2col / col2im and pooling: the fused conv layer and a threaded matmul (they call the
-OpenBLAS NumPy links, handed over by ``_set_blas``), and one-pass ReLU, SGD and batch-norm loops.
+OpenBLAS NumPy links, handed over by ``_set_blas``), and one-pass ReLU, SGD and batch-norm loops;
+for the kernel benchmark, ``stream_store`` / ``stream_load``: the memory ceilings (csrc/stream.c).
 
 Each wrapper validates its arguments cheaply (a few integer comparisons), makes non-contiguous
 input contiguous, allocates the result, and calls the C kernel with the GIL released and the
@@ -27,7 +28,7 @@ import operator
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
 
 from minicnn import backend as _backend
 
@@ -42,6 +43,8 @@ cdef extern from "minicnn_kernels.h" nogil:
         int64_t oh, ow
 
     int mc_openmp_enabled()
+    void mc_stream_store(uint32_t *dst, int64_t n, int nt)
+    uint32_t mc_stream_load(const uint32_t *src, int64_t n, int nt)
     void mc_im2col_f32(const float *x, float *cols, int64_t img_stride, int64_t row_stride,
                        const mc_geom *g, int nt)
     void mc_im2col_f64(const double *x, double *cols, int64_t img_stride, int64_t row_stride,
@@ -597,6 +600,44 @@ def avgpool_backward(dout, x_shape, kernel_size, stride, padding):
         with nogil:
             mc_avgpool_backward_f64(<const double *>cnp.PyArray_DATA(d), <double *>cnp.PyArray_DATA(dx), &g, nt)
     return dx
+
+
+# ---------------------------------------------------------------- memory ceilings (the benchmark's)
+
+cdef cnp.ndarray _words(object a, str name, str op, bint written):
+    """a as a C-contiguous, aligned uint32 array (writeable if ``written``), any shape."""
+    cdef cnp.ndarray arr
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    arr = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(arr) != cnp.NPY_UINT32 or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or not cnp.PyArray_ISALIGNED(arr) or (written and not cnp.PyArray_ISWRITEABLE(arr))):
+        raise ValueError(f"{op}: {name} must be a C-contiguous, aligned"
+                         f"{', writeable' if written else ''} uint32 array, got dtype "
+                         f"{arr.dtype} ({name}.shape={(<object>arr).shape})")
+    return arr
+
+
+def stream_store(dst):
+    """Fill ``dst`` (uint32) with a non-zero word on the kernels' threads: how fast they can
+    store, the ceiling of a kernel that mostly writes (im2col)."""
+    cdef cnp.ndarray d = _words(dst, "dst", "stream_store", True)
+    cdef int64_t n = cnp.PyArray_SIZE(d)
+    cdef int nt = _threads()
+    with nogil:
+        mc_stream_store(<uint32_t *>cnp.PyArray_DATA(d), n, nt)
+
+
+def stream_load(src):
+    """The xor of every word of ``src`` (uint32), on the kernels' threads: how fast they can
+    load, the ceiling of a kernel that mostly reads (col2im)."""
+    cdef cnp.ndarray s = _words(src, "src", "stream_load", False)
+    cdef int64_t n = cnp.PyArray_SIZE(s)
+    cdef int nt = _threads()
+    cdef uint32_t acc
+    with nogil:
+        acc = mc_stream_load(<const uint32_t *>cnp.PyArray_DATA(s), n, nt)
+    return int(acc)
 
 
 # ---------------------------------------------------------------- ReLU and the SGD update
