@@ -90,7 +90,8 @@ def test_the_stream_floor_moves_what_each_kernel_reads_and_writes(quick_bench, m
     seen.clear()
     bench.kernel_timings("P", repeat=1, threads=2)
     out_bytes = 2 * 3 * 4 * 4 * 4                       # argmax: int32, as big as out
-    assert seen == {"maxpool_fwd": (x_bytes, 2 * out_bytes), "maxpool_bwd": (2 * out_bytes, x_bytes),
+    assert seen == {"maxpool_fwd": (x_bytes, 2 * out_bytes),
+                    "maxpool_bwd": (2 * out_bytes, x_bytes),
                     "avgpool_fwd": (x_bytes, out_bytes), "avgpool_bwd": (out_bytes, x_bytes)}
 
 

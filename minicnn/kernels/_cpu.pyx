@@ -602,7 +602,7 @@ def avgpool_backward(dout, x_shape, kernel_size, stride, padding):
     return dx
 
 
-# ---------------------------------------------------------------- memory ceilings (the benchmark's)
+# ---------------------------------------------------------------- the benchmark's memory ceilings
 
 cdef cnp.ndarray _words(object a, str name, str op, bint written):
     """a as a C-contiguous, aligned uint32 array (writeable if ``written``), any shape."""
@@ -610,11 +610,14 @@ cdef cnp.ndarray _words(object a, str name, str op, bint written):
     if not isinstance(a, cnp.ndarray):
         raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(a).__name__}")
     arr = <cnp.ndarray>a
-    if (cnp.PyArray_TYPE(arr) != cnp.NPY_UINT32 or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
-            or not cnp.PyArray_ISALIGNED(arr) or (written and not cnp.PyArray_ISWRITEABLE(arr))):
-        raise ValueError(f"{op}: {name} must be a C-contiguous, aligned"
-                         f"{', writeable' if written else ''} uint32 array, got dtype "
-                         f"{arr.dtype} ({name}.shape={(<object>arr).shape})")
+    if cnp.PyArray_TYPE(arr) != cnp.NPY_UINT32:
+        raise TypeError(f"{op}: {name} must be uint32, got dtype {arr.dtype} "
+                        f"({name}.shape={(<object>arr).shape})")
+    if (not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISALIGNED(arr)
+            or (written and not cnp.PyArray_ISWRITEABLE(arr))):
+        raise ValueError(f"{op}: {name} must be C-contiguous and aligned"
+                         f"{', and writeable' if written else ''} "
+                         f"({name}.shape={(<object>arr).shape}, strides={(<object>arr).strides})")
     return arr
 
 
